@@ -1,0 +1,157 @@
+/**
+ * The `wecom-bridge` command line. Commands are public contracts: keep their flags stable.
+ *
+ * - `crypto decrypt --token T --aes-key K [--receive-id R] --timestamp TS --nonce N --signature S (--encrypt E | --body FILE)`
+ * - `crypto encrypt --token T --aes-key K [--receive-id R] --timestamp TS --nonce N [--random 16CHARS] --message M`
+ * - `decode app|kf|bot|archive|omni [FILE]`
+ *
+ * Errors print one line on stderr (`wecom-bridge: ...`) and exit non-zero: 1 for bad input,
+ * 2 for bad usage. No stack traces.
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { BridgeError } from "../errors.js";
+import { DECODE_FORMATS, type DecodeFormat, decodeAny } from "../decode.js";
+import { WeComCrypto } from "../wecom/crypto.js";
+import { parseCallbackEnvelope } from "../wecom/envelope.js";
+
+/** Where the CLI writes; injectable for tests. */
+export interface CliIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  /** Reads all of stdin. */
+  readStdin: () => string;
+}
+
+/** A usage error: exit code 2. */
+class UsageError extends Error {}
+
+const HELP = `wecom-bridge: gateway between WeCom and a 全媒体 contact center
+
+Usage:
+  wecom-bridge crypto decrypt --token T --aes-key K [--receive-id R] --timestamp TS --nonce N
+                              --signature S (--encrypt E | --body FILE)
+  wecom-bridge crypto encrypt --token T --aes-key K [--receive-id R] --timestamp TS --nonce N
+                              [--random SIXTEEN_CHARS] --message M
+  wecom-bridge decode app|kf|bot|archive|omni [FILE]     (stdin when no FILE)
+  wecom-bridge --help | --version
+`;
+
+const CRYPTO_OPTIONS = {
+  token: { type: "string" },
+  "aes-key": { type: "string" },
+  "receive-id": { type: "string" },
+  timestamp: { type: "string" },
+  nonce: { type: "string" },
+  signature: { type: "string" },
+  encrypt: { type: "string" },
+  body: { type: "string" },
+  random: { type: "string" },
+  message: { type: "string" },
+} as const;
+
+function required(values: Record<string, string | boolean | undefined>, names: string[]): void {
+  const missing = names.filter((n) => typeof values[n] !== "string");
+  if (missing.length > 0) throw new UsageError(`missing ${missing.map((n) => `--${n}`).join(", ")}`);
+}
+
+function readInput(io: CliIo, file: string | undefined): string {
+  if (file === undefined || file === "-") return io.readStdin();
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    throw new UsageError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`);
+  }
+}
+
+function cryptoCommand(args: string[], io: CliIo): void {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parseArgs({ args: rest, options: CRYPTO_OPTIONS, strict: true, allowPositionals: true });
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  if (sub === "decrypt") {
+    required(values, ["token", "aes-key", "timestamp", "nonce", "signature"]);
+    if ((values.encrypt === undefined) === (values.body === undefined)) throw new UsageError("give exactly one of --encrypt or --body");
+    const crypto = new WeComCrypto({ token: values.token!, encodingAESKey: values["aes-key"]!, receiveId: values["receive-id"] ?? "" });
+    const encrypt = values.encrypt ?? parseCallbackEnvelope(readInput(io, values.body)).encrypt;
+    const plain = crypto.decryptCallback({ msg_signature: values.signature!, timestamp: values.timestamp!, nonce: values.nonce! }, encrypt);
+    io.stdout(`${plain}\n`);
+    return;
+  }
+  if (sub === "encrypt") {
+    required(values, ["token", "aes-key", "timestamp", "nonce", "message"]);
+    if (values.random !== undefined && Buffer.byteLength(values.random, "latin1") !== 16) throw new UsageError("--random must be 16 characters");
+    const crypto = new WeComCrypto({ token: values.token!, encodingAESKey: values["aes-key"]!, receiveId: values["receive-id"] ?? "" });
+    const reply = crypto.encryptReply(values.message!, values.timestamp!, values.nonce!, values.random);
+    io.stdout(`${JSON.stringify(reply)}\n`);
+    return;
+  }
+  throw new UsageError("crypto needs a subcommand: decrypt or encrypt");
+}
+
+function decodeCommand(args: string[], io: CliIo): void {
+  const { positionals, values } = parseArgs({ args, options: { "corp-id": { type: "string" } }, strict: true, allowPositionals: true });
+  const [format, file, extra] = positionals;
+  if (format === undefined || !(DECODE_FORMATS as readonly string[]).includes(format)) {
+    throw new UsageError(`decode needs a format: ${DECODE_FORMATS.join("|")}`);
+  }
+  if (extra !== undefined) throw new UsageError(`unexpected argument ${JSON.stringify(extra)}`);
+  const text = readInput(io, file);
+  const decoded = decodeAny(format as DecodeFormat, text, values["corp-id"] ? { corpId: values["corp-id"] } : {});
+  io.stdout(`${JSON.stringify(decoded, null, 2)}\n`);
+}
+
+/**
+ * Run the CLI with arguments (without `node` and the script) and return the exit code.
+ * @example process.exitCode = await runCli(process.argv.slice(2), nodeIo)
+ */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "crypto":
+        cryptoCommand(rest, io);
+        return 0;
+      case "decode":
+        decodeCommand(rest, io);
+        return 0;
+      case "--version":
+      case "-v":
+        io.stdout(`${VERSION}\n`);
+        return 0;
+      case undefined:
+      case "--help":
+      case "-h":
+      case "help":
+        io.stdout(HELP);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}; see --help`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr(`wecom-bridge: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof BridgeError) {
+      io.stderr(`wecom-bridge: error ${e.message} [${e.code}]\n`);
+      return 1;
+    }
+    if (e instanceof TypeError && (e as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")) {
+      io.stderr(`wecom-bridge: ${e.message.split("\n")[0]}\n`);
+      return 2;
+    }
+    io.stderr(`wecom-bridge: internal error: ${(e as Error).message?.split("\n")[0] ?? String(e)}\n`);
+    return 70;
+  }
+}
+
+/** The package version. */
+export const VERSION = "0.1.0";
+
+/** IO bound to the process. */
+export const processIo: CliIo = {
+  stdout: (t) => process.stdout.write(t),
+  stderr: (t) => process.stderr.write(t),
+  readStdin: () => readFileSync(0, "utf8"),
+};
