@@ -46,3 +46,15 @@ export function decodeAny(
       throw new DecodeError(String(format), `unknown format; use one of ${DECODE_FORMATS.join(", ")}`);
   }
 }
+
+/**
+ * Decode text of the given format into the messages it carries: a sync_msg response gives its
+ * items, an archive push its record (none for other push types), every other format one message.
+ * @throws DecodeError for malformed input
+ */
+export function decodeAnyMessage(format: DecodeFormat, text: string, context: { corpId?: string } = {}): UnifiedMessage[] {
+  const decoded = decodeAny(format, text, context);
+  if ("channel" in decoded) return [decoded];
+  if ("messages" in decoded) return decoded.messages;
+  return decoded.kind === "record" ? [decoded.message] : [];
+}

@@ -18,4 +18,4 @@ export * from "./wecom/kf/index.js";
 export * from "./wecom/bot/index.js";
 export * from "./wecom/archive/index.js";
 export * from "./omni/index.js";
-export { decodeAny, type DecodeFormat, DECODE_FORMATS } from "./decode.js";
+export { decodeAny, decodeAnyMessage, type DecodeFormat, DECODE_FORMATS } from "./decode.js";

@@ -10,6 +10,7 @@
  * @module
  */
 import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
 import { BridgeError } from "../errors.js";
 import { DECODE_FORMATS, type DecodeFormat, decodeAny } from "../decode.js";
@@ -146,8 +147,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
-/** The package version. */
-export const VERSION = "0.1.0";
+/** The package version, read from package.json. */
+export const VERSION: string = (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
 
 /** IO bound to the process. */
 export const processIo: CliIo = {

@@ -6,11 +6,10 @@
  * Pure: no I/O.
  * @module
  */
-import { createHash } from "node:crypto";
 import { BridgeError, DecodeError, EncodeError } from "../errors.js";
 import type { Identity, OmniContent, OmniMessage } from "../model.js";
 import { compact, isObject, type JsonObject, parseJsonObject } from "../wecom/fields.js";
-import { safeEqual } from "../wecom/crypto.js";
+import { safeEqual, sha1Hex } from "../wecom/crypto.js";
 
 const F = "omni";
 
@@ -64,7 +63,7 @@ export const OMNI_SIGNATURE_WINDOW_MS = 5 * 60 * 1000;
 
 /** `sha1_hex(appid + secret + timestamp)`, timestamp in milliseconds. */
 export function omniSignature(appId: string, secret: string, timestamp: string | number): string {
-  return createHash("sha1").update(`${appId}${secret}${timestamp}`).digest("hex");
+  return sha1Hex(`${appId}${secret}${timestamp}`);
 }
 
 /** Arguments of {@link verifyOmniSignature}. */
@@ -204,6 +203,8 @@ function decodeOmniContent(msgType: string, content: string, tag: unknown): Omni
     case "event":
       return { type: "event", event: { name: "omni_event", key: content } };
     default:
+      // the vendor's web chat sends the event key inside MsgType: `event.CLICK.RG`
+      if (msgType.startsWith("event.")) return { type: "event", event: { name: "omni_event", key: msgType.slice(6) } };
       return { type: "unknown", msgType, raw: { MsgType: msgType, Content: content, Tag: tag } };
   }
 }
@@ -226,7 +227,7 @@ export function decodeOmniMessage(input: string | JsonObject, context: OmniDecod
   const raw = typeof input === "string" ? parseJsonObject(F, input) : input;
   const body = parseOmniBody(raw);
   const content = decodeOmniContent(body.MsgType, body.Content, body.Tag);
-  const id = context.id ?? `omni:${createHash("sha1").update(JSON.stringify(raw)).digest("hex")}`;
+  const id = context.id ?? `omni:${sha1Hex(JSON.stringify(raw))}`;
   if ("ToUserId" in body) {
     const agent: Identity | undefined = body.WorkerNum ? compact<Identity>({ kind: "agent", id: body.WorkerNum, name: body.WorkerName }) : undefined;
     return compact({

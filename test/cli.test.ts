@@ -1,0 +1,180 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { FIXTURES, fixture, vectors } from "./helpers.js";
+
+const BIN = fileURLToPath(new URL("../bin/wecom-bridge", import.meta.url));
+const v = vectors.official_decrypt_msg;
+const u = vectors.official_verify_url;
+const b = vectors.aibot_stream_reply;
+
+/** Run the real executable, as a user would. */
+function run(args: string[], input?: string) {
+  const r = spawnSync(BIN, args, { input, encoding: "utf8" });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function expectOneLineError(r: ReturnType<typeof run>, code: number, fragment: string): void {
+  expect(r.code).toBe(code);
+  expect(r.stdout).toBe("");
+  expect(r.stderr).toContain(fragment);
+  expect(r.stderr.trim().split("\n")).toHaveLength(1);
+  expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+}
+
+const tmp = mkdtempSync(join(tmpdir(), "wecom-bridge-cli-"));
+const bodyFile = join(tmp, "body.xml");
+writeFileSync(bodyFile, v.body);
+const common = ["--token", v.token, "--aes-key", v.encodingAESKey, "--timestamp", v.timestamp, "--nonce", v.nonce];
+
+describe("crypto decrypt", () => {
+  it("decrypts a whole XML callback body (--body) and prints the plaintext", () => {
+    const r = run(["crypto", "decrypt", ...common, "--receive-id", v.receiveId, "--signature", v.msg_signature, "--body", bodyFile]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${v.plaintext}\n`);
+  });
+
+  it("decrypts a bare ciphertext (--encrypt): URL verification", () => {
+    const r = run([
+      "crypto",
+      "decrypt",
+      "--token",
+      u.token,
+      "--aes-key",
+      u.encodingAESKey,
+      "--receive-id",
+      u.receiveId,
+      "--timestamp",
+      u.timestamp,
+      "--nonce",
+      u.nonce,
+      "--signature",
+      u.msg_signature,
+      "--encrypt",
+      u.echostr,
+    ]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${u.plaintext}\n`);
+  });
+
+  it("decrypts a JSON body (AI bot) with no receive id", () => {
+    const jsonFile = join(tmp, "bot.json");
+    writeFileSync(jsonFile, JSON.stringify({ encrypt: b.encrypt }));
+    const r = run(["crypto", "decrypt", "--token", b.token, "--aes-key", b.encodingAESKey, "--timestamp", b.timestamp, "--nonce", b.nonce, "--signature", b.msgsignature, "--body", jsonFile]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(`${b.plaintext}\n`);
+  });
+
+  it("a bad signature exits 1 with one line naming -40001", () => {
+    expectOneLineError(run(["crypto", "decrypt", ...common, "--signature", "0".repeat(40), "--body", bodyFile]), 1, "-40001");
+  });
+
+  it("a bad key exits 1 with -40004 and does not echo the key", () => {
+    const r = run(["crypto", "decrypt", "--token", v.token, "--aes-key", "tooShortSecretKey", "--timestamp", "1", "--nonce", "n", "--signature", "s", "--encrypt", "abcd"]);
+    expectOneLineError(r, 1, "-40004");
+    expect(r.stderr).not.toContain("tooShortSecretKey");
+  });
+
+  it("a wrong receive id exits 1 with -40005", () => {
+    expectOneLineError(run(["crypto", "decrypt", ...common, "--receive-id", "wwOTHER", "--signature", v.msg_signature, "--body", bodyFile]), 1, "-40005");
+  });
+
+  it("a body that is not an envelope exits 1 with -40002", () => {
+    const bad = join(tmp, "bad.xml");
+    writeFileSync(bad, "<xml><Nothing/></xml>");
+    expectOneLineError(run(["crypto", "decrypt", ...common, "--signature", v.msg_signature, "--body", bad]), 1, "-40002");
+  });
+
+  it("usage errors exit 2", () => {
+    expectOneLineError(run(["crypto", "decrypt", ...common, "--signature", v.msg_signature]), 2, "exactly one of --encrypt or --body");
+    expectOneLineError(run(["crypto", "decrypt", "--token", "t"]), 2, "missing --aes-key");
+    expectOneLineError(run(["crypto", "decrypt", ...common, "--signature", "s", "--encrypt", "x", "--bogus"]), 2, "--bogus");
+    expectOneLineError(run(["crypto", "frobnicate"]), 2, "decrypt or encrypt");
+    expectOneLineError(run(["nope"]), 2, "unknown command");
+    expectOneLineError(run(["crypto", "decrypt", ...common, "--signature", "s", "--body", join(tmp, "missing.xml")]), 2, "cannot read");
+  });
+});
+
+describe("crypto encrypt", () => {
+  it("prints {encrypt, msgsignature, timestamp, nonce}, deterministic with --random", () => {
+    const r = run(["crypto", "encrypt", "--token", b.token, "--aes-key", b.encodingAESKey, "--timestamp", b.timestamp, "--nonce", b.nonce, "--random", b.random, "--message", b.plaintext]);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out).toEqual({ encrypt: b.encrypt, msgsignature: b.msgsignature, timestamp: b.timestamp, nonce: b.nonce });
+    expect(Object.keys(out)).toEqual(["encrypt", "msgsignature", "timestamp", "nonce"]);
+  });
+
+  it("round-trips through decrypt with a receive id", () => {
+    const enc = JSON.parse(run(["crypto", "encrypt", ...common, "--receive-id", v.receiveId, "--message", "你好 <xml/>"]).stdout);
+    const r = run(["crypto", "decrypt", ...common, "--receive-id", v.receiveId, "--signature", enc.msgsignature, "--encrypt", enc.encrypt]);
+    expect(r.stdout).toBe("你好 <xml/>\n");
+  });
+
+  it("refuses a --random that is not 16 characters", () => {
+    expectOneLineError(run(["crypto", "encrypt", ...common, "--random", "short", "--message", "m"]), 2, "--random must be 16 characters");
+  });
+});
+
+describe("decode", () => {
+  it("app from a file", () => {
+    const r = run(["decode", "app", `${FIXTURES}app/msg-text.xml`]);
+    expect(r.code).toBe(0);
+    const m = JSON.parse(r.stdout);
+    expect(m).toMatchObject({ channel: "app", msgId: "7381973325934178305", content: { type: "text" } });
+  });
+
+  it("kf: a whole sync_msg response from stdin, and one item", () => {
+    const resp = JSON.parse(run(["decode", "kf"], fixture("kf", "sync_msg-response.json")).stdout);
+    expect(resp.hasMore).toBe(true);
+    expect(resp.messages.length).toBeGreaterThan(0);
+    const one = JSON.parse(run(["decode", "kf", `${FIXTURES}kf/msg-text.json`]).stdout);
+    expect(one).toMatchObject({ channel: "kf", content: { type: "text" } });
+  });
+
+  it("bot, archive and omni", () => {
+    expect(JSON.parse(run(["decode", "bot", `${FIXTURES}bot/msg-text.json`]).stdout)).toMatchObject({ channel: "bot", content: { type: "text" } });
+    expect(JSON.parse(run(["decode", "archive", `${FIXTURES}archive/seed-file.json`]).stdout)).toMatchObject({
+      kind: "record",
+      messageId: "1531161872865219346",
+      message: { channel: "archive", content: { type: "file" } },
+    });
+    expect(JSON.parse(run(["decode", "omni", `${FIXTURES}omni/to-omni-text.json`]).stdout)).toMatchObject({ channel: "omni", direction: "to_omni" });
+  });
+
+  it("unknown types exit 0 with the unknown variant and the raw payload", () => {
+    const r = run(["decode", "app", `${FIXTURES}app/unknown-msgtype.xml`]);
+    expect(r.code).toBe(0);
+    const m = JSON.parse(r.stdout);
+    expect(m.content.type).toBe("unknown");
+    expect(m.content.raw).toContain("<MsgType>");
+    const k = JSON.parse(run(["decode", "kf", `${FIXTURES}kf/unknown-msgtype.json`]).stdout);
+    expect(k.content).toMatchObject({ type: "unknown", raw: { msgid: expect.any(String) } });
+  });
+
+  it("malformed input exits 1 with one clear line", () => {
+    expectOneLineError(run(["decode", "app"], "<xml><MsgType>text</xml>"), 1, "decode_malformed");
+    expectOneLineError(run(["decode", "bot"], "{not json"), 1, "bot: not valid JSON");
+    expectOneLineError(run(["decode", "kf"], "[]"), 1, "kf: expected a JSON object");
+    expectOneLineError(run(["decode", "archive"], '{"message_id":"1"}'), 1, "type");
+    expectOneLineError(run(["decode", "omni"], '{"MsgType":"text","Content":"x"}'), 1, "ToUserId or FromUserId");
+  });
+
+  it("a missing or wrong format is a usage error", () => {
+    expectOneLineError(run(["decode"]), 2, "app|kf|bot|archive|omni");
+    expectOneLineError(run(["decode", "xml"]), 2, "app|kf|bot|archive|omni");
+  });
+});
+
+describe("help and version", () => {
+  it("--help lists the commands, --version the version", () => {
+    const h = run(["--help"]);
+    expect(h.code).toBe(0);
+    expect(h.stdout).toContain("crypto decrypt");
+    expect(h.stdout).toContain("decode app|kf|bot|archive|omni");
+    expect(run(["--version"]).stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
+  });
+});
