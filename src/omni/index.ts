@@ -160,10 +160,10 @@ export function parseOmniBody(input: string | JsonObject): OmniToBody | OmniFrom
   const msgType = reqStr(o, "MsgType");
   if (typeof o.Content !== "string") throw new DecodeError(F, "Content is required and must be a string");
   const base = { ServiceId: optStr(o, "ServiceId"), MsgType: msgType, Content: o.Content, Tag: o.Tag ?? undefined };
-  if ("ToUserId" in o) {
+  if (o.ToUserId !== undefined && o.ToUserId !== null) {
     return compact({ ToUserId: reqStr(o, "ToUserId"), WorkerNum: optStr(o, "WorkerNum"), WorkerName: optStr(o, "WorkerName"), ...base });
   }
-  if ("FromUserId" in o) return compact({ FromUserId: reqStr(o, "FromUserId"), FromUserName: optStr(o, "FromUserName"), ...base });
+  if (o.FromUserId !== undefined && o.FromUserId !== null) return compact({ FromUserId: reqStr(o, "FromUserId"), FromUserName: optStr(o, "FromUserName"), ...base });
   throw new DecodeError(F, "either ToUserId or FromUserId is required");
 }
 

@@ -114,7 +114,9 @@ export function decodeArchivePush(input: string | JsonObject): ArchivePush {
   const env = typeof input === "string" ? parseJsonObject(F, input) : input;
   const pushType = optNumber(env, "type");
   if (pushType === undefined) throw new DecodeError(F, 'missing or non-numeric field "type"');
-  const messageId = (typeof input === "string" && typeof env.message_id === "number" ? exactMessageId(input) : undefined) ?? optString(env, "message_id") ?? "";
+  const exact = typeof input === "string" && typeof env.message_id === "number" ? exactMessageId(input) : undefined;
+  // the digits found must be the top-level id (a nested message_id would round differently)
+  const messageId = (exact !== undefined && Number(exact) === env.message_id ? exact : undefined) ?? optString(env, "message_id") ?? "";
   const gmt = optNumber(env, "gmt_create");
   const gmtCreate = gmt === undefined ? undefined : gmt * 1000;
   const rawContent = env.content;
@@ -160,7 +162,7 @@ export function decodeArchiveRecord(rec: JsonObject, raw: unknown = rec, pushMes
   const isGroup = typeof rec.is_grp === "boolean" ? rec.is_grp : roomId !== undefined;
   const isFromExternal = typeof rec.is_from_ext === "boolean" ? rec.is_from_ext : undefined;
   const to: Identity[] = roomId ? [{ kind: "group", id: roomId }] : tolist.map((id) => identity(id, undefined));
-  const peers = [fromId ?? "", tolist[0] ?? ""].sort();
+  const peers = [fromId ?? "", tolist[0] ?? ""].filter((p) => p !== "").sort();
   const msgtype = optString(rec, "msgtype") ?? (action === "switch" ? "switch" : "");
   return compact({
     channel: "archive",
@@ -190,8 +192,13 @@ const BODY_KEYS: Record<string, string[]> = {
   disagree: ["agree", "disagree"],
 };
 
+/** `table[key]` for own keys only: a msgtype such as `constructor` or `__proto__` must not reach Object.prototype. */
+function ownEntry<T>(table: Record<string, T>, key: string): T | undefined {
+  return Object.hasOwn(table, key) ? table[key] : undefined;
+}
+
 function bodyOf(msgtype: string, rec: JsonObject): JsonObject {
-  for (const key of BODY_KEYS[msgtype] ?? [msgtype]) {
+  for (const key of ownEntry(BODY_KEYS, msgtype) ?? [msgtype]) {
     const b = optObject(rec, key);
     if (b !== undefined) return b;
   }
@@ -229,6 +236,14 @@ function parseMaybeJson(v: unknown): unknown {
   } catch {
     return v;
   }
+}
+
+/**
+ * A chatrecord item's msgtime is in SECONDS (unlike the record's ms msgtime): turn it into ms.
+ * Values below 1e11 (year 5138 in seconds, 1973 in ms) are taken as seconds.
+ */
+function itemTimeMs(t: number | undefined): number | undefined {
+  return t !== undefined && Math.abs(t) < 1e11 ? t * 1000 : t;
 }
 
 /** Item types of chatrecord / mixed are spelled `ChatRecordText`, `text`, ...: map them to msgtypes. */
@@ -290,7 +305,7 @@ function decodeArchiveContent(msgtype: string, rec: JsonObject, raw: unknown): A
         title: s("title"),
         items: optArray(b, "item")
           .filter(isObject)
-          .map((it) => compact({ type: itemMsgType(optString(it, "type") ?? ""), time: optNumber(it, "msgtime"), content: parseMaybeJson(it.content) })),
+          .map((it) => compact({ type: itemMsgType(optString(it, "type") ?? ""), time: itemTimeMs(optNumber(it, "msgtime")), content: parseMaybeJson(it.content) })),
       });
     case "mixed":
       return {
@@ -307,7 +322,7 @@ function decodeArchiveContent(msgtype: string, rec: JsonObject, raw: unknown): A
     case "switch":
       return { type: "structured", kind: "switch", title: optString(rec, "user") ?? "", fields: compact({ user: optString(rec, "user"), time: optNumber(rec, "time") }) };
     default: {
-      const st = STRUCTURED[msgtype];
+      const st = ownEntry(STRUCTURED, msgtype);
       if (st !== undefined) {
         const title = st.title.map((k) => s(k)).find((v) => v !== undefined && v !== "") ?? "";
         return { type: "structured", kind: st.kind, title, fields: b };
