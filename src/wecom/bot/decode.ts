@@ -8,18 +8,29 @@ import { compact, isObject, type JsonObject, optArray, optNumber, optObject, opt
 
 const F = "bot";
 
+/** Context the payload does not always carry. */
+export interface BotDecodeContext {
+  /**
+   * When the callback arrived, ms. Bot messages carry no time of their own (only events have
+   * `create_time`), so this stamps them. Default: `Date.now()`.
+   */
+  receivedAt?: number;
+}
+
 /**
  * Decode a bot callback (text or parsed object). Media URLs are marked `encrypted`: their bytes
  * are AES-encrypted with the bot's EncodingAESKey and valid 5 minutes.
  * @throws DecodeError when it is not a JSON object or lacks msgtype
  */
-export function decodeBotCallback(input: string | JsonObject): BotMessage {
+export function decodeBotCallback(input: string | JsonObject, context: BotDecodeContext = {}): BotMessage {
   const obj = typeof input === "string" ? parseJsonObject(F, input) : input;
+  if (!isObject(obj)) throw new DecodeError(F, "expected a JSON object");
   const msgtype = optString(obj, "msgtype");
   if (msgtype === undefined || msgtype === "") throw new DecodeError(F, 'missing field "msgtype"');
   const content = decodeBotContent(msgtype, obj);
   const fromObj = optObject(obj, "from");
   const userId = fromObj === undefined ? undefined : optString(fromObj, "userid");
+  const corpId = fromObj === undefined ? undefined : optString(fromObj, "corpid") || undefined;
   const botId = optString(obj, "aibotid") ?? "";
   const chatType = optString(obj, "chattype") ?? "single";
   const chatId = optString(obj, "chatid") || undefined;
@@ -31,10 +42,11 @@ export function decodeBotCallback(input: string | JsonObject): BotMessage {
   return compact({
     channel: "bot",
     id: msgid,
+    corpId,
     conversationId: `bot:${botId}:${chatId ? `group:${chatId}` : `user:${userId ?? ""}`}`,
     from,
     to,
-    time: createTime === undefined ? 0 : createTime * 1000,
+    time: createTime === undefined ? (context.receivedAt ?? Date.now()) : createTime * 1000,
     content,
     raw: obj,
     botId,
@@ -104,7 +116,7 @@ function decodeBotEvent(ev: JsonObject, raw: JsonObject): BotEvent {
         selectedItems: items.filter(isObject).map((it) => {
           const ids = optObject(it, "option_ids");
           const list = ids === undefined ? optArray(it, "option_ids") : optArray(ids, "option_id");
-          return { questionKey: optString(it, "question_key") ?? "", optionIds: list.map(String) };
+          return { questionKey: optString(it, "question_key") ?? "", optionIds: list.filter((x) => typeof x === "string" || typeof x === "number").map(String) };
         }),
       };
     }
@@ -114,7 +126,7 @@ function decodeBotEvent(ev: JsonObject, raw: JsonObject): BotEvent {
         id: optString(body, "id") ?? "",
         feedbackType: optNumber(body, "type") ?? 0,
         content: optString(body, "content") || undefined,
-        inaccurateReasons: optArray(body, "inaccurate_reason_list").map((n) => Number(n)),
+        inaccurateReasons: optArray(body, "inaccurate_reason_list").map((n) => Number(n)).filter((n) => Number.isFinite(n)),
       });
     default:
       return { name: "unknown", eventName: eventType, raw };

@@ -16,6 +16,8 @@ const F = "bot";
 export const BOT_STREAM_MAX_BYTES = 20480;
 /** Maximum images in a stream's msg_item. */
 export const BOT_STREAM_MAX_IMAGES = 10;
+/** Maximum UTF-8 bytes of a stream's feedback id. */
+export const BOT_FEEDBACK_ID_MAX_BYTES = 256;
 /** Maximum size of one image, before base64. */
 export const BOT_IMAGE_MAX_BYTES = 10 * 1024 * 1024;
 
@@ -31,6 +33,11 @@ export interface BotStream {
   content?: string;
   /** Only when `finish` is true; at most 10. */
   images?: BotImage[];
+  /**
+   * Opt in to user feedback (sent as `feedback.id`, ≤ 256 UTF-8 bytes): set it on the first
+   * reply of the stream; the same id comes back in a feedback_event.
+   */
+  feedbackId?: string;
 }
 
 /** A passive reply of an AI bot. */
@@ -77,7 +84,16 @@ function encodeStream(s: BotStream): JsonObject {
   const images = s.images ?? [];
   if (images.length > 0 && !s.finish) throw new EncodeError(F, "stream images are only allowed when finish is true");
   if (images.length > BOT_STREAM_MAX_IMAGES) throw new EncodeError(F, `stream has ${images.length} images, the limit is ${BOT_STREAM_MAX_IMAGES}`);
-  return compact({ id: s.id, finish: s.finish, content, msg_item: images.length > 0 ? images.map(encodeImage) : undefined });
+  if (s.feedbackId !== undefined && (s.feedbackId.length === 0 || utf8Length(s.feedbackId) > BOT_FEEDBACK_ID_MAX_BYTES)) {
+    throw new EncodeError(F, `stream.feedback.id must be 1 to ${BOT_FEEDBACK_ID_MAX_BYTES} bytes`);
+  }
+  return compact({
+    id: s.id,
+    finish: s.finish,
+    content,
+    feedback: s.feedbackId === undefined ? undefined : { id: s.feedbackId },
+    msg_item: images.length > 0 ? images.map(encodeImage) : undefined,
+  });
 }
 
 function requireCard(card: unknown, what: string): JsonObject {
@@ -144,7 +160,7 @@ export function checkBotReplyAllowed(callback: BotMessage, reply: BotReply): voi
       if (c.type !== "event" || c.event.name !== "template_card_event") {
         throw new EncodeError(F, "update_template_card is only allowed for template_card_event");
       }
-      if (reply.templateCard.task_id !== undefined && reply.templateCard.task_id !== c.event.taskId) {
+      if (reply.templateCard.task_id !== c.event.taskId) {
         throw new EncodeError(F, "update_template_card task_id must be the event's task_id");
       }
       return;

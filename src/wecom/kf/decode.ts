@@ -47,6 +47,7 @@ const ORIGINS: Record<number, KfOrigin> = { 3: "customer", 4: "system", 5: "serv
  */
 export function decodeKfSyncMsg(input: string | JsonObject, context: KfDecodeContext = {}): KfSyncMsgResponse {
   const obj = typeof input === "string" ? parseJsonObject(F, input) : input;
+  if (!isObject(obj)) throw new DecodeError(F, "expected a JSON object");
   const list = obj.msg_list;
   if (list !== undefined && list !== null && !Array.isArray(list)) throw new DecodeError(F, "msg_list must be an array");
   return compact({
@@ -68,9 +69,10 @@ export function isKfSyncMsgResponse(obj: JsonObject): boolean {
 
 /**
  * Decode one `msg_list` item.
- * @throws DecodeError when msgid or msgtype is missing
+ * @throws DecodeError when the item is not an object or msgid or msgtype is missing
  */
 export function decodeKfItem(item: JsonObject, context: KfDecodeContext = {}): KfMessage {
+  if (!isObject(item)) throw new DecodeError(F, "a msg_list item must be a JSON object");
   const msgid = reqString(F, item, "msgid");
   const msgtype = reqString(F, item, "msgtype");
   const originCode = optNumber(item, "origin") ?? 0;
@@ -114,14 +116,15 @@ export function decodeKfItem(item: JsonObject, context: KfDecodeContext = {}): K
   });
 }
 
-const STRUCTURED: Record<string, { kind: StructuredKind; title: (o: JsonObject) => string }> = {
+// a Map, not an object literal: msgtypes such as "toString" or "constructor" must not hit Object.prototype
+const STRUCTURED = new Map<string, { kind: StructuredKind; title: (o: JsonObject) => string }>(Object.entries({
   channels_shop_product: { kind: "channels_shop_product", title: (o) => optString(o, "title") ?? "" },
   channels_shop_order: { kind: "channels_shop_order", title: (o) => optString(o, "product_titles") ?? optString(o, "order_id") ?? "" },
   channels: { kind: "channels", title: (o) => optString(o, "title") ?? optString(o, "nickname") ?? "" },
   meeting: { kind: "meeting", title: (o) => optString(o, "meetingid") ?? "" },
-  schedule: { kind: "schedule", title: (o) => optString(o, "scheduleid") ?? "" },
+  schedule: { kind: "schedule", title: (o) => optString(o, "schedule_id") ?? optString(o, "scheduleid") ?? "" },
   note: { kind: "note", title: () => "" },
-};
+} satisfies Record<string, { kind: StructuredKind; title: (o: JsonObject) => string }>));
 
 function decodeMenuItem(raw: unknown): MenuItem {
   if (!isObject(raw)) return { type: "unknown", raw };
@@ -195,7 +198,7 @@ function decodeKfContent(msgtype: string, item: JsonObject): KfContent {
       return { type: "event", event: decodeKfEventFields(eventType, body, item) };
     }
     default: {
-      const structured = STRUCTURED[msgtype];
+      const structured = STRUCTURED.get(msgtype);
       if (structured !== undefined) return { type: "structured", kind: structured.kind, title: structured.title(body), fields: body };
       return { type: "unknown", msgType: msgtype, raw: item } satisfies MessageContent;
     }

@@ -15,6 +15,29 @@ export const KF_TEXT_MAX_BYTES = 2048;
 
 const MSGID = /^[0-9a-zA-Z_-]{1,32}$/;
 
+/** Byte limits of KF send fields, from the official send_msg documentation. */
+export const KF_LIMITS = {
+  linkTitle: 128,
+  linkDesc: 512,
+  url: 2048,
+  menuHead: 1024,
+  menuTail: 1024,
+  clickId: 64,
+  clickContent: 128,
+  menuContent: 1024,
+  appId: 32,
+  pagePath: 1024,
+} as const;
+
+/** Refuse a field whose UTF-8 length is outside [min, max]. */
+function checkBytes(field: string, value: string | undefined, max: number, min = 0): void {
+  if (value === undefined) return;
+  const n = utf8Length(value);
+  if (n < min || n > max) {
+    throw new EncodeError(F, min > 0 ? `${field} must be ${min} to ${max} bytes, got ${n}` : `${field} is ${n} bytes, the limit is ${max}`);
+  }
+}
+
 /** What an agent can send through KF. */
 export type KfSendContent =
   | { type: "text"; text: string }
@@ -44,10 +67,17 @@ function checkMsgId(msgId: string | undefined): void {
 function encodeMenuItem(item: Exclude<MenuItem, { type: "unknown" }>): JsonObject {
   switch (item.type) {
     case "click":
+      checkBytes("menu click id", item.id, KF_LIMITS.clickId, 1);
+      checkBytes("menu click content", item.content, KF_LIMITS.clickContent, 1);
       return { type: "click", click: { id: item.id, content: item.content } };
     case "view":
+      checkBytes("menu view url", item.url, KF_LIMITS.url, 1);
+      checkBytes("menu view content", item.content, KF_LIMITS.menuContent, 1);
       return { type: "view", view: { url: item.url, content: item.content } };
     case "miniprogram":
+      checkBytes("menu miniprogram appid", item.appId, KF_LIMITS.appId, 1);
+      checkBytes("menu miniprogram pagepath", item.pagePath, KF_LIMITS.pagePath, 1);
+      checkBytes("menu miniprogram content", item.content, KF_LIMITS.menuContent, 1);
       return { type: "miniprogram", miniprogram: { appid: item.appId, pagepath: item.pagePath, content: item.content } };
     case "text":
       return { type: "text", text: compact({ content: item.content, no_newline: item.noNewline === undefined ? undefined : item.noNewline ? 1 : 0 }) };
@@ -70,12 +100,22 @@ function encodeBody(content: KfSendContent): [string, JsonObject] {
       if (!content.mediaId) throw new EncodeError(F, `${content.type} needs a media_id`);
       return [content.type, { media_id: content.mediaId }];
     case "link":
+      checkBytes("link title", content.title, KF_LIMITS.linkTitle, 1);
+      checkBytes("link desc", content.description, KF_LIMITS.linkDesc);
+      checkBytes("link url", content.url, KF_LIMITS.url, 1);
+      if (!content.thumbMediaId) throw new EncodeError(F, "link needs a thumb_media_id");
       return ["link", compact({ title: content.title, desc: content.description, url: content.url, thumb_media_id: content.thumbMediaId })];
     case "miniprogram":
       return ["miniprogram", compact({ appid: content.appId, title: content.title, thumb_media_id: content.thumbMediaId, pagepath: content.pagePath })];
     case "menu":
+      checkBytes("menu head_content", content.head, KF_LIMITS.menuHead);
+      checkBytes("menu tail_content", content.tail, KF_LIMITS.menuTail);
+      if (content.items.length === 0 && !content.head && !content.tail) throw new EncodeError(F, "a menu needs items, a head or a tail");
       return ["msgmenu", compact({ head_content: content.head, list: content.items.map(encodeMenuItem), tail_content: content.tail })];
     case "location":
+      if (!(Math.abs(content.latitude) <= 90) || !(Math.abs(content.longitude) <= 180)) {
+        throw new EncodeError(F, "location needs latitude in -90..90 and longitude in -180..180");
+      }
       return ["location", compact({ name: content.name, address: content.address, latitude: content.latitude, longitude: content.longitude })];
   }
 }
