@@ -6,6 +6,7 @@ import {
   decodeKfItem,
   decodeKfSyncMsg,
   EncodeError,
+  KF_EVENT_TYPES,
   encodeKfSendMsg,
   encodeKfSendMsgOnEvent,
   encodeKfSyncMsgRequest,
@@ -908,13 +909,7 @@ const KF_MSGTYPES = [
   "hasOwnProperty",
 ];
 const KF_EVENT_TYPES_FUZZ = [
-  "enter_session",
-  "msg_send_fail",
-  "servicer_status_change",
-  "session_status_change",
-  "user_recall_msg",
-  "servicer_recall_msg",
-  "reject_customer_msg_switch_change",
+  ...KF_EVENT_TYPES,
   "toString",
   "",
 ];

@@ -18,6 +18,7 @@ import type {
   KfEvent,
   MenuEvent,
 } from "../../model.js";
+import { KF_EVENT_TYPES } from "../../model.js";
 import { compact, toNumber } from "../fields.js";
 import { decodeKfEventFields } from "../kf/events.js";
 import { parseXml, type XmlNode, type XmlObject, xmlChild, xmlList, xmlText, xmlToPlain } from "../xml.js";
@@ -165,15 +166,7 @@ const MENU_EVENTS = new Set<string>([
   "location_select",
 ]);
 
-const KF_EVENTS = new Set<string>([
-  "enter_session",
-  "msg_send_fail",
-  "servicer_status_change",
-  "session_status_change",
-  "user_recall_msg",
-  "servicer_recall_msg",
-  "reject_customer_msg_switch_change",
-]);
+const KF_EVENTS = new Set<string>(KF_EVENT_TYPES);
 
 /** XML element names of KF event fields, mapped to the sync_msg JSON names. */
 const KF_XML_FIELDS: Record<string, string> = {
