@@ -1,0 +1,214 @@
+/**
+ * The gateway's configuration: a JSON file (a public contract), validated at start with one clear
+ * error per wrong field; secrets can be overridden by environment variables so they need not sit in
+ * the file.
+ *
+ * Environment overrides (names use the app/bot `name` upper-cased, non-alphanumerics as `_`):
+ * `WECOM_BRIDGE_ADMIN_TOKEN`, `WECOM_BRIDGE_APP_<NAME>_SECRET`, `WECOM_BRIDGE_APP_<NAME>_TOKEN`,
+ * `WECOM_BRIDGE_APP_<NAME>_AES_KEY`, `WECOM_BRIDGE_BOT_<NAME>_TOKEN`, `WECOM_BRIDGE_BOT_<NAME>_AES_KEY`,
+ * `WECOM_BRIDGE_ARCHIVE_SECRET`, `WECOM_BRIDGE_OMNI_SECRET`, `WECOM_BRIDGE_OMNI_REPLY_SECRET`,
+ * `WECOM_BRIDGE_MEDIA_SECRET`.
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { BridgeError } from "./errors.js";
+import { parseEncodingAESKey } from "./wecom/crypto.js";
+
+/** An invalid configuration: `problems` lists one line per wrong field. */
+export class ConfigError extends BridgeError {
+  /** One readable line per problem, `path: what is wrong`. */
+  readonly problems: string[];
+
+  /** @param problems one line per wrong field */
+  constructor(problems: string[]) {
+    super("config_invalid", `invalid configuration:\n  ${problems.join("\n  ")}`);
+    this.problems = problems;
+  }
+}
+
+const aesKey = z.string().refine(
+  (k) => {
+    try {
+      parseEncodingAESKey(k);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: "must be 43 characters of base64 decoding to 32 bytes (the EncodingAESKey)" },
+);
+
+const name = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 characters of [A-Za-z0-9_-] (it is part of the callback URL)");
+const url = z.url({ protocol: /^https?$/, error: "must be an http(s) URL" }).transform((u) => u.replace(/\/+$/, ""));
+
+const appSchema = z.strictObject({
+  name,
+  agentId: z.number().int().positive(),
+  secret: z.string().min(1),
+  token: z.string().min(1).max(32),
+  encodingAESKey: aesKey,
+  /** This app receives kf_msg_or_event and is authorised to call the KF APIs. */
+  kf: z.boolean().default(false),
+});
+
+const botSchema = z.strictObject({
+  name,
+  botId: z.string().min(1),
+  token: z.string().min(1),
+  encodingAESKey: aesKey,
+  /** Text of the first streamed answer while the agent types; empty by default. */
+  placeholder: z.string().max(20480).default(""),
+});
+
+/** The configuration schema (defaults included). */
+export const configSchema = z.strictObject({
+  listen: z.strictObject({ host: z.string().default("127.0.0.1"), port: z.number().int().min(0).max(65535).default(8080) }).default({ host: "127.0.0.1", port: 8080 }),
+  publicUrl: url,
+  store: z.string().regex(/^(sqlite:.+|postgres(ql)?:\/\/.+)$/, 'must be "sqlite:PATH" or a postgres:// URL').default("sqlite:./data/bridge.db"),
+  adminToken: z.string().min(16, "must be at least 16 characters"),
+  mediaDir: z.string().default("./data/media"),
+  /** Secret that signs media links; defaults to a value derived from adminToken. */
+  mediaSecret: z.string().min(16).optional(),
+  /** Lifetime of signed media links, seconds. */
+  mediaLinkTtlSec: z.number().int().positive().default(7 * 24 * 3600),
+  wecom: z.strictObject({
+    apiBase: url.default("https://qyapi.weixin.qq.com"),
+    corpId: z.string().min(1),
+    apps: z.array(appSchema).default([]),
+    bots: z.array(botSchema).default([]),
+  }),
+  archive: z
+    .strictObject({
+      secret: z.string().min(16, "must be at least 16 characters"),
+      /** IP addresses allowed to push; empty means any. */
+      allowIps: z.array(z.string()).default([]),
+    })
+    .optional(),
+  omni: z.strictObject({
+    baseUrl: url,
+    version: z.string().min(1).default("v1"),
+    appId: z.string().min(1),
+    secret: z.string().min(1),
+    /** Secret of the 全媒体 → APP direction when it differs (one vendor build). */
+    replySecret: z.string().min(1).optional(),
+    pathPrefix: z.string().regex(/^\/[A-Za-z0-9_\-/]*$/, 'must start with "/"').default("/qmtapi"),
+  }),
+  kf: z
+    .strictObject({
+      /** Deliver the 3 days of history a first pull without cursor returns (default: skip it). */
+      deliverHistory: z.boolean().default(false),
+      /** Messages at most this many seconds older than the first callback still count as new. */
+      firstPullGraceSec: z.number().int().min(0).default(60),
+    })
+    .default({ deliverHistory: false, firstPullGraceSec: 60 }),
+  delivery: z
+    .strictObject({
+      maxAttempts: z.number().int().min(1).default(12),
+      baseDelayMs: z.number().int().min(1).default(1000),
+      maxDelayMs: z.number().int().min(1).default(5 * 60 * 1000),
+      concurrency: z.number().int().min(1).max(256).default(8),
+      timeoutMs: z.number().int().min(100).default(10_000),
+    })
+    .default({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300_000, concurrency: 8, timeoutMs: 10_000 }),
+  limits: z
+    .strictObject({
+      /** Largest callback body accepted, bytes. */
+      bodyBytes: z.number().int().min(1024).default(256 * 1024),
+    })
+    .default({ bodyBytes: 256 * 1024 }),
+});
+
+/** A validated configuration, defaults applied. */
+export type Config = z.output<typeof configSchema>;
+/** A configuration as written in the file (defaults optional). */
+export type ConfigInput = z.input<typeof configSchema>;
+/** One configured self-built app. */
+export type AppConfig = Config["wecom"]["apps"][number];
+/** One configured AI bot. */
+export type BotConfig = Config["wecom"]["bots"][number];
+
+function envName(s: string): string {
+  return s.toUpperCase().replace(/[^A-Z0-9]/g, "_");
+}
+
+/** Apply the environment overrides of secrets to a raw (unvalidated) configuration object. */
+export function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown {
+  if (typeof raw !== "object" || raw === null) return raw;
+  const cfg = structuredClone(raw) as Record<string, any>;
+  const set = (obj: Record<string, any> | undefined, key: string, v: string | undefined) => {
+    if (obj && v !== undefined && v !== "") obj[key] = v;
+  };
+  set(cfg, "adminToken", env.WECOM_BRIDGE_ADMIN_TOKEN);
+  set(cfg, "mediaSecret", env.WECOM_BRIDGE_MEDIA_SECRET);
+  const wecom = cfg.wecom as Record<string, any> | undefined;
+  for (const app of Array.isArray(wecom?.apps) ? wecom.apps : []) {
+    if (typeof app !== "object" || app === null || typeof app.name !== "string") continue;
+    const p = `WECOM_BRIDGE_APP_${envName(app.name)}_`;
+    set(app, "secret", env[`${p}SECRET`]);
+    set(app, "token", env[`${p}TOKEN`]);
+    set(app, "encodingAESKey", env[`${p}AES_KEY`]);
+  }
+  for (const bot of Array.isArray(wecom?.bots) ? wecom.bots : []) {
+    if (typeof bot !== "object" || bot === null || typeof bot.name !== "string") continue;
+    const p = `WECOM_BRIDGE_BOT_${envName(bot.name)}_`;
+    set(bot, "token", env[`${p}TOKEN`]);
+    set(bot, "encodingAESKey", env[`${p}AES_KEY`]);
+  }
+  if (env.WECOM_BRIDGE_ARCHIVE_SECRET) {
+    cfg.archive = { ...(typeof cfg.archive === "object" && cfg.archive !== null ? cfg.archive : {}), secret: env.WECOM_BRIDGE_ARCHIVE_SECRET };
+  }
+  set(cfg.omni as Record<string, any> | undefined, "secret", env.WECOM_BRIDGE_OMNI_SECRET);
+  set(cfg.omni as Record<string, any> | undefined, "replySecret", env.WECOM_BRIDGE_OMNI_REPLY_SECRET);
+  return cfg;
+}
+
+/**
+ * Validate a configuration object.
+ * @throws ConfigError with one line per wrong field (never echoing a secret value)
+ */
+export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Config {
+  const result = configSchema.safeParse(applyEnvOverrides(raw, env));
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((i) => {
+        const path = i.path.length > 0 ? i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("").replace(/^\./, "") : "(root)";
+        return `${path}: ${i.message}`;
+      }),
+    );
+  }
+  const cfg = result.data;
+  const problems: string[] = [];
+  const dup = (list: { name: string }[], what: string) => {
+    const seen = new Set<string>();
+    list.forEach((x, i) => {
+      if (seen.has(x.name)) problems.push(`wecom.${what}[${i}].name: "${x.name}" is used twice`);
+      seen.add(x.name);
+    });
+  };
+  dup(cfg.wecom.apps, "apps");
+  dup(cfg.wecom.bots, "bots");
+  if (cfg.delivery.baseDelayMs > cfg.delivery.maxDelayMs) problems.push("delivery.baseDelayMs: must not exceed delivery.maxDelayMs");
+  if (problems.length > 0) throw new ConfigError(problems);
+  return cfg;
+}
+
+/**
+ * Read and validate a JSON configuration file, with environment overrides.
+ * @throws ConfigError when the file cannot be read, is not JSON, or has wrong fields
+ */
+export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new ConfigError([`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? "error"})`]);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError([`${path}: not valid JSON (${(e as Error).message.split("\n")[0]})`]);
+  }
+  return parseConfig(raw, env);
+}

@@ -1,0 +1,398 @@
+/**
+ * The gateway: composes the protocol core, the store, the clients and the workers, and answers
+ * each endpoint as a plain function of a request (`GatewayRequest` → `GatewayResponse`), so the
+ * HTTP framework stays an edge.
+ * @module
+ */
+import { createHash, createHmac } from "node:crypto";
+import { OmniClient } from "../clients/omni.js";
+import { WeComClient, type WeComCredentials } from "../clients/wecom.js";
+import type { AppConfig, BotConfig, Config } from "../config.js";
+import { BridgeError, DecodeError, WeComCryptoError } from "../errors.js";
+import { createLogger, type Logger } from "../log.js";
+import type { Channel, UnifiedMessage } from "../model.js";
+import type { IngestItem, OutboxState, Store } from "../store/types.js";
+import { decodeAppXml } from "../wecom/app/decode.js";
+import { decodeArchivePush } from "../wecom/archive/decode.js";
+import { decodeBotCallback } from "../wecom/bot/decode.js";
+import { encodeBotReply } from "../wecom/bot/encode.js";
+import { safeEqual, WeComCrypto } from "../wecom/crypto.js";
+import { parseCallbackEnvelope } from "../wecom/envelope.js";
+import { DeliveryWorker } from "./delivery.js";
+import { KfPuller } from "./kf-puller.js";
+import { MediaStore } from "./media.js";
+import { Metrics } from "./metrics.js";
+import { Ingestor, messageItem } from "./pipeline.js";
+
+/** A request as the gateway sees it. */
+export interface GatewayRequest {
+  method: string;
+  /** Path without query. */
+  path: string;
+  query: URLSearchParams;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+  /** Peer address. */
+  remoteAddress?: string;
+}
+
+/** An answer. */
+export interface GatewayResponse {
+  status: number;
+  headers?: Record<string, string>;
+  body: string | Buffer;
+}
+
+/** Options of {@link Gateway}. */
+export interface GatewayOptions {
+  config: Config;
+  store: Store;
+  log?: Logger;
+  now?: () => number;
+  /** Called when a message is stored (the sandbox's live log). */
+  onStored?: (message: UnifiedMessage) => void;
+}
+
+const json = (status: number, body: unknown): GatewayResponse => ({ status, headers: { "content-type": "application/json; charset=utf-8" }, body: JSON.stringify(body) });
+const text = (status: number, body: string): GatewayResponse => ({ status, headers: { "content-type": "text/plain; charset=utf-8" }, body });
+const error = (status: number, errcode: number | string, errmsg: string): GatewayResponse => json(status, { errcode, errmsg });
+
+/** Turn a failure of the inbound path into a clear 4xx. */
+function rejection(e: unknown): { response: GatewayResponse; outcome: string } | undefined {
+  if (e instanceof WeComCryptoError) {
+    if (e.errcode === -40001) return { response: error(401, e.errcode, e.message), outcome: "bad_signature" };
+    return { response: error(400, e.errcode, e.message), outcome: "malformed" };
+  }
+  if (e instanceof DecodeError) return { response: error(400, e.code, e.message), outcome: "malformed" };
+  return undefined;
+}
+
+function header(req: GatewayRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** The gateway. */
+export class Gateway {
+  readonly config: Config;
+  readonly store: Store;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly wecom: WeComClient;
+  readonly omni: OmniClient;
+  readonly media: MediaStore;
+  readonly ingestor: Ingestor;
+  readonly delivery: DeliveryWorker;
+  readonly puller: KfPuller | undefined;
+  readonly #tenant: string;
+  readonly #apps = new Map<string, { cfg: AppConfig; crypto: WeComCrypto }>();
+  readonly #bots = new Map<string, { cfg: BotConfig; crypto: WeComCrypto }>();
+  readonly #now: () => number;
+  readonly #onStored: ((m: UnifiedMessage) => void) | undefined;
+
+  /** @param options configuration, store and hooks */
+  constructor(options: GatewayOptions) {
+    const cfg = options.config;
+    this.config = cfg;
+    this.store = options.store;
+    this.log = options.log ?? createLogger();
+    this.#now = options.now ?? Date.now;
+    this.#onStored = options.onStored;
+    this.#tenant = cfg.wecom.corpId;
+    this.metrics = new Metrics(this.store);
+    for (const app of cfg.wecom.apps) {
+      this.#apps.set(app.name, { cfg: app, crypto: new WeComCrypto({ token: app.token, encodingAESKey: app.encodingAESKey, receiveId: cfg.wecom.corpId }) });
+    }
+    for (const bot of cfg.wecom.bots) {
+      this.#bots.set(bot.name, { cfg: bot, crypto: new WeComCrypto({ token: bot.token, encodingAESKey: bot.encodingAESKey, receiveId: "" }) });
+    }
+    this.wecom = new WeComClient({ apiBase: cfg.wecom.apiBase, store: this.store, now: this.#now });
+    this.wecom.onResult = (api, errcode) => this.metrics.wecomErrcodes.inc({ api, errcode: String(errcode) });
+    this.omni = new OmniClient({ baseUrl: cfg.omni.baseUrl, version: cfg.omni.version, appId: cfg.omni.appId, secret: cfg.omni.secret, timeoutMs: cfg.delivery.timeoutMs, now: this.#now });
+    const mediaSecret = cfg.mediaSecret ?? createHmac("sha256", cfg.adminToken).update("wecom-bridge media links").digest("hex");
+    this.media = new MediaStore({ dir: cfg.mediaDir, publicUrl: cfg.publicUrl, secret: mediaSecret, ttlSec: cfg.mediaLinkTtlSec, store: this.store, now: this.#now });
+    this.ingestor = new Ingestor(this.store);
+    this.ingestor.onCommit = (items, results) => {
+      let stored = 0;
+      results.forEach((r, i) => {
+        const m = items[i]?.message;
+        if (r.stored && m) {
+          stored++;
+          this.#onStored?.(m);
+        }
+      });
+      if (stored > 0) this.delivery.wake();
+    };
+    this.delivery = new DeliveryWorker({
+      store: this.store,
+      omni: this.omni,
+      wecom: this.wecom,
+      media: this.media,
+      policy: cfg.delivery,
+      appCredentials: (name) => {
+        const a = this.#apps.get(name);
+        return a ? { corpId: cfg.wecom.corpId, secret: a.cfg.secret } : undefined;
+      },
+      botKey: (name) => this.#bots.get(name)?.cfg.encodingAESKey,
+      log: this.log,
+      metrics: this.metrics,
+      now: this.#now,
+    });
+    const kfApp = cfg.wecom.apps.find((a) => a.kf);
+    this.puller = kfApp
+      ? new KfPuller({
+          store: this.store,
+          wecom: this.wecom,
+          credentials: { corpId: cfg.wecom.corpId, secret: kfApp.secret } satisfies WeComCredentials,
+          appName: kfApp.name,
+          deliverHistory: cfg.kf.deliverHistory,
+          firstPullGraceSec: cfg.kf.firstPullGraceSec,
+          log: this.log,
+          metrics: this.metrics,
+          now: this.#now,
+          onStored: () => this.delivery.wake(),
+        })
+      : undefined;
+  }
+
+  /** Start the workers. */
+  start(): void {
+    this.delivery.start();
+  }
+
+  /** Stop the workers (after finishing what is in flight). */
+  async stop(): Promise<void> {
+    await this.puller?.stop();
+    await this.ingestor.drain();
+    await this.delivery.stop();
+  }
+
+  /** Route one request. */
+  async handle(req: GatewayRequest): Promise<GatewayResponse> {
+    const parts = req.path.split("/").filter(Boolean);
+    try {
+      if (parts[0] === "wecom" && parts[1] === "app" && parts.length === 3) return await this.appCallback(decodeURIComponent(parts[2] as string), req);
+      if (parts[0] === "wecom" && parts[1] === "bot" && parts.length === 3) return await this.botCallback(decodeURIComponent(parts[2] as string), req);
+      if (req.path === "/archive/push") return await this.archivePush(req);
+      if (req.path === "/healthz") return json(200, { status: "ok" });
+      if (req.path === "/readyz") return (await this.store.ping()) ? json(200, { status: "ready", store: this.store.engine }) : json(503, { status: "store unreachable" });
+      if (req.path === "/metrics") return { status: 200, headers: { "content-type": this.metrics.registry.contentType }, body: await this.metrics.registry.metrics() };
+      if (parts[0] === "media" && parts.length === 3) return await this.mediaFile(decodeURIComponent(parts[1] as string), parts[2] as string, req);
+      if (parts[0] === "admin") return await this.admin(parts.slice(1), req);
+      return error(404, "not_found", `no route for ${req.method} ${req.path}`);
+    } catch (e) {
+      this.log.error("request failed", { path: req.path, error: e instanceof BridgeError ? e.message : (e as Error)?.message });
+      return error(500, "internal", "internal error");
+    }
+  }
+
+  #query(req: GatewayRequest) {
+    return {
+      msg_signature: req.query.get("msg_signature") ?? "",
+      timestamp: req.query.get("timestamp") ?? "",
+      nonce: req.query.get("nonce") ?? "",
+      echostr: req.query.get("echostr") ?? undefined,
+    };
+  }
+
+  /** `GET|POST /wecom/app/{name}`: URL verification and encrypted XML callbacks. */
+  async appCallback(name: string, req: GatewayRequest): Promise<GatewayResponse> {
+    const app = this.#apps.get(name);
+    if (!app) return error(404, "unknown_app", `no app named ${JSON.stringify(name)} is configured`);
+    const started = performance.now();
+    try {
+      if (req.method === "GET") {
+        const echo = app.crypto.verifyUrl(this.#query(req));
+        this.metrics.callbacks.inc({ channel: "app", outcome: "verified" });
+        return text(200, echo);
+      }
+      if (req.method !== "POST") return error(405, "method_not_allowed", "use GET or POST");
+      const env = parseCallbackEnvelope(req.body);
+      const plain = app.crypto.decryptCallback(this.#query(req), env.encrypt);
+      const msg = decodeAppXml(plain, { corpId: this.#tenant });
+      if (msg.content.type === "event" && msg.content.event.name === "kf_msg_or_event") {
+        const ev = msg.content.event;
+        this.metrics.callbacks.inc({ channel: "app", outcome: "kf_wakeup" });
+        if (this.puller && app.cfg.kf) {
+          // answered at once; the pull runs after the answer
+          setImmediate(() => void this.puller?.wake(ev.openKfId, ev.token, msg.time).catch(() => undefined));
+        } else {
+          this.log.warn("kf_msg_or_event for an app without kf: true", { app: name });
+        }
+        return text(200, "");
+      }
+      const r = await this.ingestor.submit(messageItem(this.#tenant, msg, { kind: "wecom", app: name }));
+      this.#count("app", r.stored);
+      return text(200, "");
+    } catch (e) {
+      const rej = rejection(e);
+      if (!rej) throw e;
+      this.metrics.callbacks.inc({ channel: "app", outcome: rej.outcome });
+      this.log.warn("app callback rejected", { app: name, reason: rej.outcome, error: (e as Error).message });
+      return rej.response;
+    } finally {
+      this.metrics.callbackSeconds.observe({ channel: "app" }, (performance.now() - started) / 1000);
+    }
+  }
+
+  #count(channel: Channel, stored: boolean): void {
+    this.metrics.callbacks.inc({ channel, outcome: stored ? "stored" : "duplicate" });
+    if (!stored) this.metrics.dedupHits.inc({ channel });
+  }
+
+  /** The stream id of a bot message: derived from its msgid, so WeCom's retries get the same one. */
+  static streamId(botId: string, msgid: string): string {
+    return `s${createHash("sha1").update(`${botId}\n${msgid}`).digest("hex").slice(0, 24)}`;
+  }
+
+  /** `GET|POST /wecom/bot/{name}`: URL verification and encrypted JSON AI-bot callbacks. */
+  async botCallback(name: string, req: GatewayRequest): Promise<GatewayResponse> {
+    const bot = this.#bots.get(name);
+    if (!bot) return error(404, "unknown_bot", `no bot named ${JSON.stringify(name)} is configured`);
+    const started = performance.now();
+    try {
+      if (req.method === "GET") {
+        const echo = bot.crypto.verifyUrl(this.#query(req));
+        this.metrics.callbacks.inc({ channel: "bot", outcome: "verified" });
+        return text(200, echo);
+      }
+      if (req.method !== "POST") return error(405, "method_not_allowed", "use GET or POST");
+      const env = parseCallbackEnvelope(req.body);
+      const plain = bot.crypto.decryptCallback(this.#query(req), env.encrypt);
+      const msg = decodeBotCallback(plain, { receivedAt: this.#now() });
+      const reply = (payload: Parameters<typeof encodeBotReply>[0]): GatewayResponse => ({
+        status: 200,
+        headers: { "content-type": "application/json; charset=utf-8" },
+        body: bot.crypto.encryptJsonReply(JSON.stringify(encodeBotReply(payload))),
+      });
+      if (msg.content.type === "stream_refresh") {
+        this.metrics.callbacks.inc({ channel: "bot", outcome: "stream_refresh" });
+        return reply({ type: "stream", id: msg.content.streamId, finish: false, content: bot.cfg.placeholder });
+      }
+      const r = await this.ingestor.submit(messageItem(this.#tenant, msg, { kind: "bot", bot: name }));
+      this.#count("bot", r.stored);
+      if (msg.content.type === "event") return text(200, "");
+      return reply({ type: "stream", id: Gateway.streamId(msg.botId, msg.id), finish: false, content: bot.cfg.placeholder });
+    } catch (e) {
+      const rej = rejection(e);
+      if (!rej) throw e;
+      this.metrics.callbacks.inc({ channel: "bot", outcome: rej.outcome });
+      this.log.warn("bot callback rejected", { bot: name, reason: rej.outcome, error: (e as Error).message });
+      return rej.response;
+    } finally {
+      this.metrics.callbackSeconds.observe({ channel: "bot" }, (performance.now() - started) / 1000);
+    }
+  }
+
+  /** `POST /archive/push`: a session-archive push, authenticated by the shared secret. */
+  async archivePush(req: GatewayRequest): Promise<GatewayResponse> {
+    const cfg = this.config.archive;
+    if (!cfg) return error(404, "archive_disabled", "the session-archive push is not configured");
+    if (req.method !== "POST") return error(405, "method_not_allowed", "use POST");
+    const given = req.query.get("secret") ?? header(req, "x-archive-secret") ?? "";
+    if (!safeEqual(given, cfg.secret)) {
+      this.metrics.callbacks.inc({ channel: "archive", outcome: "bad_secret" });
+      return error(401, "bad_secret", "missing or wrong archive secret");
+    }
+    const ip = (req.remoteAddress ?? "").replace(/^::ffff:/, "");
+    if (cfg.allowIps.length > 0 && !cfg.allowIps.includes(ip)) {
+      this.metrics.callbacks.inc({ channel: "archive", outcome: "ip_refused" });
+      return error(403, "ip_refused", `address ${ip} is not allowed to push`);
+    }
+    let push: ReturnType<typeof decodeArchivePush>;
+    try {
+      push = decodeArchivePush(req.body);
+    } catch (e) {
+      const rej = rejection(e);
+      if (!rej) throw e;
+      this.metrics.callbacks.inc({ channel: "archive", outcome: rej.outcome });
+      return rej.response;
+    }
+    const receivedAt = this.#now();
+    let item: IngestItem;
+    if (push.kind === "record") {
+      const m = push.message;
+      const tenant = m.corpId ?? this.#tenant;
+      item = {
+        ...messageItem(tenant, m, { kind: "none" }),
+        archive: { tenant, messageId: push.messageId, pushType: 101, msgid: m.id, ...(m.seq !== undefined ? { seq: m.seq } : {}), receivedAt, body: push.record },
+      };
+    } else {
+      item = {
+        tenant: this.#tenant,
+        channel: "archive",
+        key: `push:${push.messageId}`,
+        skipReason: `push_type_${push.pushType}`,
+        archive: { tenant: this.#tenant, messageId: push.messageId, pushType: push.pushType, receivedAt, body: push.raw },
+      };
+    }
+    const r = await this.ingestor.submit(item);
+    this.#count("archive", r.stored);
+    return json(200, { errcode: 0, errmsg: "ok" });
+  }
+
+  /** `GET /media/{tenant}/{id}?e&s`: a stored media file behind a signed, expiring link. */
+  async mediaFile(tenant: string, id: string, req: GatewayRequest): Promise<GatewayResponse> {
+    const r = await this.media.open(tenant, id, req.query.get("e"), req.query.get("s"));
+    if ("error" in r) {
+      const status = r.error === "not_found" ? 404 : 403;
+      return error(status, r.error, r.error === "expired" ? "this media link has expired" : r.error === "not_found" ? "no such media" : "bad media link signature");
+    }
+    return {
+      status: 200,
+      headers: {
+        "content-type": r.row.contentType,
+        "content-disposition": `inline; filename*=UTF-8''${encodeURIComponent(r.row.fileName)}`,
+        "cache-control": "private, max-age=3600",
+      },
+      body: r.bytes,
+    };
+  }
+
+  /** `GET /admin/...`: the read-only admin API behind `Authorization: Bearer {adminToken}`. */
+  async admin(parts: string[], req: GatewayRequest): Promise<GatewayResponse> {
+    const auth = header(req, "authorization") ?? "";
+    if (!safeEqual(auth, `Bearer ${this.config.adminToken}`)) return error(401, "unauthorized", "missing or wrong admin bearer token");
+    if (req.method !== "GET") return error(405, "method_not_allowed", "the admin API is read-only");
+    const q = req.query;
+    const limit = Math.min(500, Math.max(1, Number(q.get("limit") ?? 50) || 50));
+    const beforeText = q.get("before");
+    const before = beforeText !== null && /^\d+$/.test(beforeText) ? Number(beforeText) : undefined;
+    const page = before === undefined ? { limit } : { limit, before };
+    const channel = q.get("channel") as Channel | null;
+    const paged = <T>(items: T[], key: (t: T) => number) => json(200, { items, next: items.length === limit ? key(items[items.length - 1] as T) : null });
+    switch (parts.join("/")) {
+      case "conversations":
+        return paged(await this.store.listConversations({ ...page, ...(channel ? { channel } : {}) }), (c) => c.lastSeq);
+      case "messages": {
+        const since = q.get("since");
+        const until = q.get("until");
+        const conversation = q.get("conversation");
+        return paged(
+          await this.store.listMessages(
+            {
+              ...(channel ? { channel } : {}),
+              ...(conversation ? { conversationId: conversation } : {}),
+              ...(since ? { since: Number(since) } : {}),
+              ...(until ? { until: Number(until) } : {}),
+            },
+            page,
+          ),
+          (m) => m.seq,
+        );
+      }
+      case "archive":
+        return paged(await this.store.listArchive(page), (a) => a.id);
+      case "outbox": {
+        const states = (q.get("state") ?? "pending,inflight,dead").split(",").filter((s): s is OutboxState => ["pending", "inflight", "done", "dead"].includes(s));
+        return paged(await this.store.listOutbox(states, page), (o) => o.id);
+      }
+      case "cursors": {
+        const items = await this.store.listKfCursors({ limit, before: before ?? 0 });
+        return json(200, { items, next: items.length === limit ? (before ?? 0) + limit : null });
+      }
+      default:
+        return error(404, "not_found", `no admin resource ${parts.join("/")}`);
+    }
+  }
+}

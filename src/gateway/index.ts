@@ -1,0 +1,61 @@
+/**
+ * Run a gateway: open the store, compose the gateway, serve HTTP, start the workers.
+ * @module
+ */
+import type { Config } from "../config.js";
+import { startHttpServer } from "../http/server.js";
+import type { Logger } from "../log.js";
+import type { UnifiedMessage } from "../model.js";
+import { openStore } from "../store/index.js";
+import type { Store } from "../store/types.js";
+import { Gateway } from "./gateway.js";
+
+export { Gateway, type GatewayRequest, type GatewayResponse } from "./gateway.js";
+export { toOmniBody, mediaRefs } from "./omni-map.js";
+export { backoffDelay } from "./delivery.js";
+
+/** A running gateway. */
+export interface RunningGateway {
+  gateway: Gateway;
+  store: Store;
+  /** Base URL it listens on. */
+  url: string;
+  /** Stop serving, finish work in flight, close the store. */
+  stop(): Promise<void>;
+}
+
+/** Options of {@link runGateway}. */
+export interface RunGatewayOptions {
+  log?: Logger;
+  /** Use this store instead of opening `config.store`. */
+  store?: Store;
+  onStored?: (message: UnifiedMessage) => void;
+  now?: () => number;
+}
+
+/** Start a gateway from a validated configuration. */
+export async function runGateway(config: Config, options: RunGatewayOptions = {}): Promise<RunningGateway> {
+  const store = options.store ?? (await openStore(config.store));
+  const gateway = new Gateway({
+    config,
+    store,
+    ...(options.log ? { log: options.log } : {}),
+    ...(options.onStored ? { onStored: options.onStored } : {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
+  const http = await startHttpServer(gateway, { host: config.listen.host, port: config.listen.port, bodyLimit: config.limits.bodyBytes });
+  gateway.start();
+  let stopped = false;
+  return {
+    gateway,
+    store,
+    url: http.url,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await http.close();
+      await gateway.stop();
+      if (!options.store) await store.close();
+    },
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * The inbound pipeline: a decoded message becomes one ledger entry, one message row and its
+ * outbox entries (media fetches and the 全媒体 delivery), written in one transaction before the
+ * callback is acknowledged. Concurrent callbacks share transactions (group commit): items
+ * submitted during one event-loop turn are written together, and each caller is answered when
+ * its transaction has committed.
+ * @module
+ */
+import type { UnifiedMessage } from "../model.js";
+import type { IngestItem, IngestResult, OutboxInsert, Store } from "../store/types.js";
+import type { MediaJob, MediaSource, OmniJob } from "./delivery.js";
+import { mediaRefs } from "./omni-map.js";
+
+/** Build the ledger item of a message: its media entries and its 全媒体 delivery. */
+export function messageItem(tenant: string, message: UnifiedMessage, source: MediaSource): IngestItem {
+  const refs = mediaRefs(message.content);
+  const outbox: OutboxInsert[] = refs.map((ref, index) => ({ kind: "media", conversationId: null, payload: { index, ref, source } satisfies MediaJob }));
+  outbox.push({ kind: "omni", conversationId: message.conversationId, payload: { mediaCount: refs.length } satisfies OmniJob });
+  return { tenant, channel: message.channel, key: message.id, message, outbox };
+}
+
+interface Pending {
+  item: IngestItem;
+  resolve: (r: IngestResult) => void;
+  reject: (e: unknown) => void;
+}
+
+/** Group commit over {@link Store.ingest}. */
+export class Ingestor {
+  readonly #store: Store;
+  readonly #maxBatch: number;
+  #queue: Pending[] = [];
+  #scheduled = false;
+  #flushing: Promise<void> = Promise.resolve();
+  /** Called after each committed batch with its new (stored) results. */
+  onCommit?: (items: IngestItem[], results: IngestResult[]) => void;
+
+  /**
+   * @param store where items go
+   * @param maxBatch most items in one transaction (default 256)
+   */
+  constructor(store: Store, maxBatch = 256) {
+    this.#store = store;
+    this.#maxBatch = maxBatch;
+  }
+
+  /** Queue an item; resolves once it is committed (or found already stored). */
+  submit(item: IngestItem): Promise<IngestResult> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ item, resolve, reject });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(() => {
+          this.#scheduled = false;
+          this.#flushing = this.#flushing.then(() => this.#flush());
+        });
+      }
+    });
+  }
+
+  async #flush(): Promise<void> {
+    while (this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, this.#maxBatch);
+      try {
+        const results = await this.#store.ingest(batch.map((p) => p.item));
+        batch.forEach((p, i) => p.resolve(results[i] as IngestResult));
+        this.onCommit?.(
+          batch.map((p) => p.item),
+          results,
+        );
+      } catch (e) {
+        for (const p of batch) p.reject(e);
+      }
+    }
+  }
+
+  /** Resolves when everything submitted so far is committed. */
+  async drain(): Promise<void> {
+    while (this.#queue.length > 0 || this.#scheduled) {
+      await new Promise((r) => setImmediate(r));
+      await this.#flushing;
+    }
+    await this.#flushing;
+  }
+}

@@ -1,0 +1,213 @@
+/**
+ * The one store interface of the gateway. The gateway depends on this, never on an engine; SQLite
+ * (embedded, the default) implements it today and PostgreSQL will join. Every record carries its
+ * tenant (the CorpID, which the seeds call 租户id) in its keys.
+ * @module
+ */
+import type { Channel, UnifiedMessage } from "../model.js";
+
+/** What an outbox entry does. */
+export type OutboxKind =
+  /** deliver a stored message to the 全媒体 */
+  | "omni"
+  /** fetch a message's media from WeCom into the media store */
+  | "media";
+
+/** Life of an outbox entry: pending → inflight → done, or back to pending (retry), or dead. */
+export type OutboxState = "pending" | "inflight" | "done" | "dead";
+
+/** An outbox entry to create. */
+export interface OutboxInsert {
+  kind: OutboxKind;
+  /** Entries of one kind and conversation are processed one at a time, in order. Null: no order. */
+  conversationId: string | null;
+  /** What the worker needs (JSON). */
+  payload: unknown;
+  /** Not before this time, ms. Default: now. */
+  notBefore?: number;
+}
+
+/** A stored outbox entry. */
+export interface OutboxEntry {
+  id: number;
+  tenant: string;
+  kind: OutboxKind;
+  conversationId: string | null;
+  /** The message this entry belongs to, when any. */
+  messageSeq: number | null;
+  payload: unknown;
+  state: OutboxState;
+  attempts: number;
+  nextAttemptAt: number;
+  lastError: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** One inbound item for {@link Store.ingest}. */
+export interface IngestItem {
+  tenant: string;
+  /** Namespace of the idempotency key. */
+  channel: Channel;
+  /** The item's real id (MsgId / event key, KF msgid, bot msgid, archive msgid). */
+  key: string;
+  /** The decoded message; absent to only record the key (an item deliberately skipped). */
+  message?: UnifiedMessage;
+  /** Why the item was recorded without a message (e.g. `kf_history`). */
+  skipReason?: string;
+  /** Outbox entries created with the message (their messageSeq is filled in). */
+  outbox?: OutboxInsert[];
+  /** A session-archive push to record with the item (every push type is kept). */
+  archive?: ArchivePushRow;
+}
+
+/** What happened to one ingested item. */
+export interface IngestResult {
+  /** False when the key was already in the ledger (a retry or a repeated page). */
+  stored: boolean;
+  /** The message's sequence number (new or the one first stored). */
+  seq?: number;
+}
+
+/** A KF account's pull state. */
+export interface KfCursor {
+  tenant: string;
+  openKfId: string;
+  /** The next_cursor of the last stored page; undefined before the first page. */
+  cursor?: string;
+  /** When the account was first seen (ms): history before it is not delivered by default. */
+  firstSeenAt: number;
+  updatedAt: number;
+}
+
+/** A stored message row. */
+export interface StoredMessage {
+  seq: number;
+  tenant: string;
+  channel: Channel;
+  key: string;
+  conversationId: string;
+  time: number;
+  receivedAt: number;
+  contentType: string;
+  message: UnifiedMessage;
+}
+
+/** A conversation summary for the admin API. */
+export interface ConversationSummary {
+  tenant: string;
+  conversationId: string;
+  channel: Channel;
+  messages: number;
+  lastTime: number;
+  lastSeq: number;
+}
+
+/** A session-archive push as stored (every push type, records included). */
+export interface ArchivePushRow {
+  tenant: string;
+  messageId: string;
+  pushType: number;
+  /** The record's msgid, for type 101. */
+  msgid?: string;
+  seq?: number;
+  receivedAt: number;
+  body: unknown;
+}
+
+/** A cached access token. */
+export interface TokenRow {
+  tenant: string;
+  /** Hash of (corpId, secret): the secret itself is never stored. */
+  key: string;
+  token: string;
+  expiresAt: number;
+}
+
+/** A media file in the media store. */
+export interface MediaRow {
+  tenant: string;
+  /** Our id of the file (also its file name on disk). */
+  id: string;
+  messageSeq: number | null;
+  contentType: string;
+  fileName: string;
+  size: number;
+  createdAt: number;
+}
+
+/** Paging of admin lists: newest first, `before` is the last seq/id of the previous page. */
+export interface Page {
+  limit: number;
+  before?: number;
+}
+
+/** Filters of {@link Store.listMessages}. */
+export interface MessageFilter {
+  tenant?: string;
+  channel?: Channel;
+  conversationId?: string;
+  /** ms, inclusive */
+  since?: number;
+  /** ms, exclusive */
+  until?: number;
+}
+
+/** How an outbox entry ended an attempt. */
+export type OutboxOutcome =
+  | { state: "done" }
+  | { state: "pending"; nextAttemptAt: number; error: string; countAttempt?: boolean }
+  | { state: "dead"; error: string };
+
+/** The store. Methods are async so that a networked engine can implement them. */
+export interface Store {
+  /** Engine name, for logs and /readyz. */
+  readonly engine: string;
+  /** Apply pending migrations. */
+  migrate(): Promise<void>;
+  /** True when the store answers. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+
+  /**
+   * Record items in one transaction: each key goes into the idempotency ledger once; a new key's
+   * message and outbox entries are written with it; a known key changes nothing. When `cursor` is
+   * given it is saved in the same transaction (KF pages).
+   */
+  ingest(items: IngestItem[], cursor?: { tenant: string; openKfId: string; cursor: string }): Promise<IngestResult[]>;
+
+  /** The pull state of a KF account. */
+  getKfCursor(tenant: string, openKfId: string): Promise<KfCursor | undefined>;
+  /** Remember when a KF account was first seen (no-op when already known); returns the state. */
+  touchKfAccount(tenant: string, openKfId: string, firstSeenAt: number): Promise<KfCursor>;
+  listKfCursors(page: Page): Promise<KfCursor[]>;
+
+  /**
+   * Claim due entries of these kinds: at most one per (kind, conversation), the oldest, and only
+   * when no older entry of that conversation is pending or in flight. Claimed entries are in flight
+   * until `leaseMs` passes (then another worker may claim them again).
+   */
+  claimOutbox(kinds: OutboxKind[], now: number, limit: number, leaseMs: number): Promise<OutboxEntry[]>;
+  /** Record the result of an attempt; `followUps` are inserted in the same transaction. */
+  finishOutbox(id: number, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): Promise<void>;
+  /** Put dead entries back to pending (all, or those ids); returns how many. */
+  replayDead(ids: number[] | "all", now: number): Promise<number>;
+  /** Counts of outbox entries by state. */
+  outboxCounts(): Promise<Record<OutboxState, number>>;
+  listOutbox(states: OutboxState[], page: Page): Promise<OutboxEntry[]>;
+  /** The earliest next attempt among pending entries, ms; undefined when none. */
+  nextOutboxDue(kinds: OutboxKind[]): Promise<number | undefined>;
+
+  getMessage(seq: number): Promise<StoredMessage | undefined>;
+  listMessages(filter: MessageFilter, page: Page): Promise<StoredMessage[]>;
+  listConversations(page: Page & { tenant?: string; channel?: Channel }): Promise<ConversationSummary[]>;
+
+  listArchive(page: Page): Promise<(ArchivePushRow & { id: number })[]>;
+
+  getToken(tenant: string, key: string): Promise<TokenRow | undefined>;
+  putToken(row: TokenRow): Promise<void>;
+  deleteToken(tenant: string, key: string): Promise<void>;
+
+  putMedia(row: MediaRow): Promise<void>;
+  getMedia(tenant: string, id: string): Promise<MediaRow | undefined>;
+}
