@@ -12,7 +12,11 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
+import { ConfigError, loadConfig } from "../config.js";
 import { BridgeError } from "../errors.js";
+import { runGateway } from "../gateway/index.js";
+import { createLogger } from "../log.js";
+import { openStore } from "../store/index.js";
 import { DECODE_FORMATS, type DecodeFormat, decodeAny } from "../decode.js";
 import { WeComCrypto } from "../wecom/crypto.js";
 import { parseCallbackEnvelope } from "../wecom/envelope.js";
@@ -36,6 +40,8 @@ Usage:
   wecom-bridge crypto encrypt --token T --aes-key K [--receive-id R] --timestamp TS --nonce N
                               [--random SIXTEEN_CHARS] --message M
   wecom-bridge decode app|kf|bot|archive|omni [FILE]     (stdin when no FILE)
+  wecom-bridge serve --config FILE                       (or WECOM_BRIDGE_CONFIG)
+  wecom-bridge replay --config FILE (--all | --id N ...) put dead letters back in the outbox
   wecom-bridge --help | --version
 `;
 
@@ -102,6 +108,45 @@ function decodeCommand(args: string[], io: CliIo): void {
   io.stdout(`${JSON.stringify(decoded, null, 2)}\n`);
 }
 
+function configPath(values: { config?: string | undefined }): string {
+  const path = values.config ?? process.env.WECOM_BRIDGE_CONFIG;
+  if (!path) throw new UsageError("give --config FILE or set WECOM_BRIDGE_CONFIG");
+  return path;
+}
+
+async function serveCommand(args: string[], io: CliIo): Promise<void> {
+  const { values } = parseArgs({ args, options: { config: { type: "string" }, "log-format": { type: "string" } }, strict: true });
+  const config = loadConfig(configPath(values));
+  const format = values["log-format"] === "pretty" ? "pretty" : "json";
+  const log = createLogger({ format, write: (l) => io.stdout(l) });
+  const running = await runGateway(config, { log });
+  log.info("wecom-bridge serving", { url: running.url, store: config.store, apps: config.wecom.apps.map((a) => a.name), bots: config.wecom.bots.map((b) => b.name) });
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  log.info("wecom-bridge stopping");
+  await running.stop();
+}
+
+async function replayCommand(args: string[], io: CliIo): Promise<void> {
+  const { values } = parseArgs({ args, options: { config: { type: "string" }, all: { type: "boolean" }, id: { type: "string", multiple: true } }, strict: true });
+  const config = loadConfig(configPath(values));
+  if (!values.all && (values.id === undefined || values.id.length === 0)) throw new UsageError("give --all or one or more --id N");
+  const ids = (values.id ?? []).map((v) => {
+    if (!/^\d+$/.test(v)) throw new UsageError(`--id takes a number, not ${JSON.stringify(v)}`);
+    return Number(v);
+  });
+  const store = await openStore(config.store);
+  try {
+    const n = await store.replayDead(values.all ? "all" : ids, Date.now());
+    io.stdout(`${n} dead letter${n === 1 ? "" : "s"} put back in the outbox\n`);
+  } finally {
+    await store.close();
+  }
+}
+
 /**
  * Run the CLI with arguments (without `node` and the script) and return the exit code.
  * @example process.exitCode = await runCli(process.argv.slice(2), nodeIo)
@@ -115,6 +160,12 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         return 0;
       case "decode":
         decodeCommand(rest, io);
+        return 0;
+      case "serve":
+        await serveCommand(rest, io);
+        return 0;
+      case "replay":
+        await replayCommand(rest, io);
         return 0;
       case "--version":
       case "-v":
@@ -133,6 +184,10 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (e instanceof UsageError) {
       io.stderr(`wecom-bridge: ${e.message}\n`);
       return 2;
+    }
+    if (e instanceof ConfigError) {
+      io.stderr(`wecom-bridge: ${e.message}\n`);
+      return 78;
     }
     if (e instanceof BridgeError) {
       io.stderr(`wecom-bridge: error ${e.message} [${e.code}]\n`);

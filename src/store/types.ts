@@ -195,7 +195,7 @@ export interface Store {
   /** Counts of outbox entries by state. */
   outboxCounts(): Promise<Record<OutboxState, number>>;
   listOutbox(states: OutboxState[], page: Page): Promise<OutboxEntry[]>;
-  /** The earliest next attempt among pending entries, ms; undefined when none. */
+  /** The earliest next attempt among pending entries that could be claimed (head of their conversation), ms. */
   nextOutboxDue(kinds: OutboxKind[]): Promise<number | undefined>;
 
   getMessage(seq: number): Promise<StoredMessage | undefined>;

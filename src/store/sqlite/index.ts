@@ -293,7 +293,15 @@ export class SqliteStore implements Store {
 
   async nextOutboxDue(kinds: OutboxKind[]): Promise<number | undefined> {
     if (kinds.length === 0) return undefined;
-    const r = this.#stmt(`SELECT min(next_attempt_at) AS t FROM outbox WHERE state = 'pending' AND kind IN (${kinds.map(() => "?").join(", ")})`).get(...kinds) as Row | undefined;
+    // only entries at the head of their conversation can run: a blocked one is not "due"
+    const r = this.#stmt(
+      `SELECT min(o.next_attempt_at) AS t FROM outbox o
+       WHERE o.state = 'pending' AND o.kind IN (${kinds.map(() => "?").join(", ")})
+         AND (o.conversation_id IS NULL OR NOT EXISTS (
+           SELECT 1 FROM outbox p
+           WHERE p.tenant = o.tenant AND p.kind = o.kind AND p.conversation_id = o.conversation_id
+             AND p.state IN ('pending', 'inflight') AND p.id < o.id))`,
+    ).get(...kinds) as Row | undefined;
     return typeof r?.t === "number" ? r.t : undefined;
   }
 
