@@ -77,6 +77,8 @@ export const configSchema = z.strictObject({
     corpId: z.string().min(1),
     apps: z.array(appSchema).default([]),
     bots: z.array(botSchema).default([]),
+    /** Refuse callbacks whose timestamp is further than this from our clock, seconds; 0 disables. */
+    callbackWindowSec: z.number().int().min(0).default(300),
   }),
   archive: z
     .strictObject({
@@ -100,8 +102,10 @@ export const configSchema = z.strictObject({
       deliverHistory: z.boolean().default(false),
       /** Messages at most this many seconds older than the first callback still count as new. */
       firstPullGraceSec: z.number().int().min(0).default(60),
+      /** sync_msg page size (limit), 1..1000. */
+      pageSize: z.number().int().min(1).max(1000).default(1000),
     })
-    .default({ deliverHistory: false, firstPullGraceSec: 60 }),
+    .default({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000 }),
   delivery: z
     .strictObject({
       maxAttempts: z.number().int().min(1).default(12),

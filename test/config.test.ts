@@ -40,7 +40,8 @@ describe("config", () => {
     expect(c.omni.baseUrl).toBe("http://127.0.0.1:9000");
     expect(c.wecom.apps[0]?.kf).toBe(true);
     expect(c.delivery).toEqual({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300000, concurrency: 8, timeoutMs: 10000 });
-    expect(c.kf).toEqual({ deliverHistory: false, firstPullGraceSec: 60 });
+    expect(c.kf).toEqual({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000 });
+    expect(c.wecom.callbackWindowSec).toBe(300);
     expect(c.wecom.bots[0]?.placeholder).toBe("");
   });
 

@@ -161,6 +161,25 @@ describe("outbox", () => {
     expect((await s.outboxCounts()).dead).toBe(0);
   });
 
+  it("a replayed dead letter joins the end of its lane: never two in flight for one conversation", async () => {
+    const s = await freshStore();
+    await s.ingest([textItem("1", "A"), textItem("2", "A")]);
+    const now = Date.now();
+    const [first] = await s.claimOutbox(["omni"], now, 10, 60_000);
+    await s.finishOutbox(first?.id as number, { state: "dead", error: "x" }, now);
+    const [second] = await s.claimOutbox(["omni"], now, 10, 60_000);
+    expect(second?.id).not.toBe(first?.id);
+    expect(await s.replayDead([first?.id as number], now)).toBe(1);
+    expect(await s.claimOutbox(["omni"], now, 10, 60_000)).toEqual([]); // "2" is still in flight
+    await s.finishOutbox(second?.id as number, { state: "done" }, now);
+    const [again] = await s.claimOutbox(["omni"], now, 10, 60_000);
+    expect(again?.id).toBe(first?.id);
+    await s.finishOutbox(again?.id as number, { state: "done" }, now);
+    // the lane is empty: a new entry is its head at once
+    await s.ingest([textItem("3", "A")]);
+    expect(await s.claimOutbox(["omni"], now, 10, 60_000)).toHaveLength(1);
+  });
+
   it("follow-up entries are written with the result", async () => {
     const s = await freshStore();
     await s.ingest([textItem("1")]);

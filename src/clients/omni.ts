@@ -38,6 +38,7 @@ export interface OmniClientOptions {
 /** Sends customers' messages to the 全媒体. */
 export class OmniClient {
   readonly #o: OmniClientOptions;
+  #lastTs = 0;
 
   /** @param options where and how to send */
   constructor(options: OmniClientOptions) {
@@ -50,7 +51,10 @@ export class OmniClient {
    */
   async send(body: OmniToBody): Promise<void> {
     const o = this.#o;
-    const url = `${o.baseUrl}${omniMessagePath(o.version, o.appId)}?${omniSignedQuery(o.appId, o.secret, (o.now ?? Date.now)())}`;
+    // the signature covers only appid, secret and timestamp, and the 全媒体 rejects a replayed
+    // pair: requests signed in the same millisecond would collide, so timestamps strictly increase
+    this.#lastTs = Math.max(Math.floor((o.now ?? Date.now)()), this.#lastTs + 1);
+    const url = `${o.baseUrl}${omniMessagePath(o.version, o.appId)}?${omniSignedQuery(o.appId, o.secret, this.#lastTs)}`;
     let res: Response;
     try {
       res = await fetch(url, {

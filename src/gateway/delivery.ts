@@ -55,6 +55,8 @@ export interface DeliveryWorkerOptions {
   log: Logger;
   metrics?: Metrics;
   now?: () => number;
+  /** Coalescing delay of {@link DeliveryWorker.notify}, ms. Default 10. */
+  wakeDelayMs?: number;
   /** Lease of a claimed entry, ms. Default 60 s. */
   leaseMs?: number;
   /** Called after each finished attempt (tests, the sandbox's live log). */
@@ -78,6 +80,7 @@ export class DeliveryWorker {
   #wakeup: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   #active = 0;
+  #notifyTimer: NodeJS.Timeout | undefined;
 
   /** @param options what to deliver with */
   constructor(options: DeliveryWorkerOptions) {
@@ -95,11 +98,25 @@ export class DeliveryWorker {
   /** Stop claiming; waits for attempts in flight. */
   async stop(): Promise<void> {
     this.#running = false;
+    if (this.#notifyTimer) clearTimeout(this.#notifyTimer);
+    this.#notifyTimer = undefined;
     this.wake();
     await this.#loop;
   }
 
-  /** Look for work now (after new entries were stored). */
+  /**
+   * Look for work soon: new entries were stored. Under load, commits come thousands of times a
+   * second; claims are coalesced to one per `wakeDelayMs`.
+   */
+  notify(): void {
+    if (this.#notifyTimer !== undefined) return;
+    this.#notifyTimer = setTimeout(() => {
+      this.#notifyTimer = undefined;
+      this.wake();
+    }, this.#o.wakeDelayMs ?? 10);
+  }
+
+  /** Look for work now. */
   wake(): void {
     const w = this.#wakeup;
     this.#wakeup = undefined;

@@ -100,11 +100,12 @@ export class Gateway {
     this.#onStored = options.onStored;
     this.#tenant = cfg.wecom.corpId;
     this.metrics = new Metrics(this.store);
+    const window = cfg.wecom.callbackWindowSec > 0 ? { timestampWindowSec: cfg.wecom.callbackWindowSec, clock: this.#now } : {};
     for (const app of cfg.wecom.apps) {
-      this.#apps.set(app.name, { cfg: app, crypto: new WeComCrypto({ token: app.token, encodingAESKey: app.encodingAESKey, receiveId: cfg.wecom.corpId }) });
+      this.#apps.set(app.name, { cfg: app, crypto: new WeComCrypto({ token: app.token, encodingAESKey: app.encodingAESKey, receiveId: cfg.wecom.corpId, ...window }) });
     }
     for (const bot of cfg.wecom.bots) {
-      this.#bots.set(bot.name, { cfg: bot, crypto: new WeComCrypto({ token: bot.token, encodingAESKey: bot.encodingAESKey, receiveId: "" }) });
+      this.#bots.set(bot.name, { cfg: bot, crypto: new WeComCrypto({ token: bot.token, encodingAESKey: bot.encodingAESKey, receiveId: "", ...window }) });
     }
     this.wecom = new WeComClient({ apiBase: cfg.wecom.apiBase, store: this.store, now: this.#now });
     this.wecom.onResult = (api, errcode) => this.metrics.wecomErrcodes.inc({ api, errcode: String(errcode) });
@@ -121,7 +122,7 @@ export class Gateway {
           this.#onStored?.(m);
         }
       });
-      if (stored > 0) this.delivery.wake();
+      if (stored > 0) this.delivery.notify();
     };
     this.delivery = new DeliveryWorker({
       store: this.store,
@@ -147,10 +148,11 @@ export class Gateway {
           appName: kfApp.name,
           deliverHistory: cfg.kf.deliverHistory,
           firstPullGraceSec: cfg.kf.firstPullGraceSec,
+          limit: cfg.kf.pageSize,
           log: this.log,
           metrics: this.metrics,
           now: this.#now,
-          onStored: () => this.delivery.wake(),
+          onStored: () => this.delivery.notify(),
         })
       : undefined;
   }

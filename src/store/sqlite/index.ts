@@ -103,6 +103,9 @@ export class SqliteStore implements Store {
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("busy_timeout = 5000");
     this.db.pragma("foreign_keys = ON");
+    this.db.pragma("temp_store = MEMORY");
+    this.db.pragma("cache_size = -65536"); // 64 MiB
+    this.db.pragma("wal_autocheckpoint = 4000"); // pages: checkpoint (and fsync) less often
     this.#ingest = this.db.transaction(this.#ingestTx);
   }
 
@@ -146,9 +149,44 @@ export class SqliteStore implements Store {
   }
 
   #insertOutbox(tenant: string, messageSeq: number | null, e: OutboxInsert, now: number): void {
-    this.#stmt(
-      "INSERT INTO outbox (tenant, kind, conversation_id, message_seq, payload, state, attempts, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-    ).run(tenant, e.kind, e.conversationId, messageSeq, JSON.stringify(e.payload ?? null), e.notBefore ?? now, now, now);
+    const conv = e.conversationId;
+    // the lane decides whether the new entry is its head (ready) or chained after the tail
+    const lane = conv === null ? undefined : (this.#stmt("SELECT live, tail_id FROM outbox_lanes WHERE tenant = ? AND kind = ? AND conversation_id = ?").get(tenant, e.kind, conv) as Row | undefined);
+    const head = conv === null || lane === undefined || (lane.live as number) <= 0;
+    const id = Number(
+      this.#stmt(
+        "INSERT INTO outbox (tenant, kind, conversation_id, message_seq, payload, state, ready, attempts, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, 0, ?, ?, ?)",
+      ).run(tenant, e.kind, conv, messageSeq, JSON.stringify(e.payload ?? null), head ? 1 : 0, e.notBefore ?? now, now, now).lastInsertRowid,
+    );
+    if (conv !== null) this.#enqueue(tenant, e.kind, conv, id, head ? undefined : (lane?.tail_id as number));
+  }
+
+  /** Record entry `id` as its lane's tail: a new lane when `after` is undefined, else chained after it. */
+  #enqueue(tenant: string, kind: string, conversationId: string, id: number, after: number | undefined): void {
+    if (after === undefined) {
+      this.#stmt(
+        "INSERT INTO outbox_lanes (tenant, kind, conversation_id, live, tail_id) VALUES (?, ?, ?, 1, ?) ON CONFLICT DO UPDATE SET live = 1, tail_id = excluded.tail_id",
+      ).run(tenant, kind, conversationId, id);
+    } else {
+      this.#stmt("UPDATE outbox SET next_id = ? WHERE id = ?").run(id, after);
+      this.#stmt("UPDATE outbox_lanes SET live = live + 1, tail_id = ? WHERE tenant = ? AND kind = ? AND conversation_id = ?").run(id, tenant, kind, conversationId);
+    }
+  }
+
+  /** Entry `id` left its lane (done or dead): the next entry of the lane becomes the head. */
+  #dequeue(id: number): void {
+    const r = this.#stmt("SELECT tenant, kind, conversation_id, next_id FROM outbox WHERE id = ?").get(id) as Row | undefined;
+    if (r === undefined || r.conversation_id === null) return;
+    const lane = this.#stmt("UPDATE outbox_lanes SET live = live - 1 WHERE tenant = ? AND kind = ? AND conversation_id = ? RETURNING live").get(
+      r.tenant,
+      r.kind,
+      r.conversation_id,
+    ) as Row | undefined;
+    if (lane === undefined || (lane.live as number) <= 0) {
+      this.#stmt("DELETE FROM outbox_lanes WHERE tenant = ? AND kind = ? AND conversation_id = ?").run(r.tenant, r.kind, r.conversation_id);
+    } else if (r.next_id !== null) {
+      this.#stmt("UPDATE outbox SET ready = 1 WHERE id = ?").run(r.next_id);
+    }
   }
 
   #ingestTx = (items: IngestItem[], cursor: { tenant: string; openKfId: string; cursor: string } | undefined): IngestResult[] => {
@@ -228,13 +266,7 @@ export class SqliteStore implements Store {
       // leases that ran out: the worker holding them died
       this.#stmt("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'inflight' AND lease_until < ?").run(now);
       const rows = this.#stmt(
-        `SELECT o.* FROM outbox o
-         WHERE o.state = 'pending' AND o.next_attempt_at <= ? AND o.kind IN (${kindList})
-           AND (o.conversation_id IS NULL OR NOT EXISTS (
-             SELECT 1 FROM outbox p
-             WHERE p.tenant = o.tenant AND p.kind = o.kind AND p.conversation_id = o.conversation_id
-               AND p.state IN ('pending', 'inflight') AND p.id < o.id))
-         ORDER BY o.id LIMIT ?`,
+        `SELECT * FROM outbox WHERE state = 'pending' AND ready = 1 AND next_attempt_at <= ? AND kind IN (${kindList}) ORDER BY next_attempt_at, id LIMIT ?`,
       ).all(now, ...kinds, limit) as Row[];
       const claim = this.#stmt("UPDATE outbox SET state = 'inflight', lease_until = ?, attempts = attempts + 1, updated_at = ? WHERE id = ? AND state = 'pending'");
       const out: OutboxEntry[] = [];
@@ -251,7 +283,8 @@ export class SqliteStore implements Store {
     this.db.transaction(() => {
       switch (outcome.state) {
         case "done":
-          this.#stmt("UPDATE outbox SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?").run(now, id);
+          this.#stmt("UPDATE outbox SET state = 'done', ready = 0, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?").run(now, id);
+          this.#dequeue(id);
           break;
         case "pending":
           this.#stmt(
@@ -259,7 +292,8 @@ export class SqliteStore implements Store {
           ).run(outcome.nextAttemptAt, outcome.error, now, id);
           break;
         case "dead":
-          this.#stmt("UPDATE outbox SET state = 'dead', lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ?").run(outcome.error, now, id);
+          this.#stmt("UPDATE outbox SET state = 'dead', ready = 0, lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ?").run(outcome.error, now, id);
+          this.#dequeue(id);
           break;
       }
       for (const e of followUps?.entries ?? []) this.#insertOutbox(followUps?.tenant as string, followUps?.messageSeq ?? null, e, now);
@@ -267,11 +301,28 @@ export class SqliteStore implements Store {
   }
 
   async replayDead(ids: number[] | "all", now: number): Promise<number> {
-    if (ids === "all") {
-      return this.#stmt("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE state = 'dead'").run(now, now).changes;
-    }
-    const stmt = this.#stmt("UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE state = 'dead' AND id = ?");
-    return this.db.transaction(() => ids.reduce((n, id) => n + stmt.run(now, now, id).changes, 0))();
+    return this.db.transaction(() => {
+      const list = ids === "all" ? (this.#stmt("SELECT id FROM outbox WHERE state = 'dead' ORDER BY id").all() as Row[]).map((r) => r.id as number) : ids;
+      const revive = this.#stmt(
+        "UPDATE outbox SET state = 'pending', ready = CASE WHEN conversation_id IS NULL THEN 1 ELSE 0 END, next_id = NULL, attempts = 0, next_attempt_at = ?, updated_at = ? WHERE state = 'dead' AND id = ? RETURNING tenant, kind, conversation_id",
+      );
+      let n = 0;
+      for (const id of list) {
+        const r = revive.get(now, now, id) as Row | undefined;
+        if (r === undefined) continue;
+        n++;
+        // a revived entry joins the end of its lane (it was already out of order when it died)
+        if (r.conversation_id !== null) {
+          const lane = this.#stmt("SELECT live, tail_id FROM outbox_lanes WHERE tenant = ? AND kind = ? AND conversation_id = ?").get(r.tenant, r.kind, r.conversation_id) as
+            | Row
+            | undefined;
+          const head = lane === undefined || (lane.live as number) <= 0;
+          if (head) this.#stmt("UPDATE outbox SET ready = 1 WHERE id = ?").run(id);
+          this.#enqueue(r.tenant as string, r.kind as string, r.conversation_id as string, id, head ? undefined : (lane?.tail_id as number));
+        }
+      }
+      return n;
+    })();
   }
 
   async outboxCounts(): Promise<Record<OutboxState, number>> {
@@ -293,15 +344,9 @@ export class SqliteStore implements Store {
 
   async nextOutboxDue(kinds: OutboxKind[]): Promise<number | undefined> {
     if (kinds.length === 0) return undefined;
-    // only entries at the head of their conversation can run: a blocked one is not "due"
-    const r = this.#stmt(
-      `SELECT min(o.next_attempt_at) AS t FROM outbox o
-       WHERE o.state = 'pending' AND o.kind IN (${kinds.map(() => "?").join(", ")})
-         AND (o.conversation_id IS NULL OR NOT EXISTS (
-           SELECT 1 FROM outbox p
-           WHERE p.tenant = o.tenant AND p.kind = o.kind AND p.conversation_id = o.conversation_id
-             AND p.state IN ('pending', 'inflight') AND p.id < o.id))`,
-    ).get(...kinds) as Row | undefined;
+    const r = this.#stmt(`SELECT min(next_attempt_at) AS t FROM outbox WHERE state = 'pending' AND ready = 1 AND kind IN (${kinds.map(() => "?").join(", ")})`).get(
+      ...kinds,
+    ) as Row | undefined;
     return typeof r?.t === "number" ? r.t : undefined;
   }
 

@@ -39,9 +39,12 @@ export const MIGRATIONS: readonly Migration[] = [
         content_type    TEXT NOT NULL,
         body            TEXT NOT NULL
       );
+      -- the tenant-first key (seq alone is unique; PostgreSQL distributes by tenant); append-only
       CREATE UNIQUE INDEX messages_tenant_seq ON messages (tenant, seq);
-      CREATE INDEX messages_conversation ON messages (tenant, conversation_id, seq);
 
+      -- Entries of one (tenant, kind, conversation) form a lane, chained by next_id in order;
+      -- ready = 1 marks a lane's head (or an entry without a conversation). Only ready entries are
+      -- claimed, so a claim is an index range scan, and writing an entry touches only recent pages.
       CREATE TABLE outbox (
         id              INTEGER PRIMARY KEY AUTOINCREMENT,
         tenant          TEXT NOT NULL,
@@ -50,6 +53,8 @@ export const MIGRATIONS: readonly Migration[] = [
         message_seq     INTEGER,
         payload         TEXT NOT NULL,
         state           TEXT NOT NULL,
+        ready           INTEGER NOT NULL DEFAULT 0,
+        next_id         INTEGER,
         attempts        INTEGER NOT NULL DEFAULT 0,
         next_attempt_at INTEGER NOT NULL,
         lease_until     INTEGER,
@@ -58,8 +63,19 @@ export const MIGRATIONS: readonly Migration[] = [
         updated_at      INTEGER NOT NULL
       );
       CREATE UNIQUE INDEX outbox_tenant_id ON outbox (tenant, id);
-      CREATE INDEX outbox_due ON outbox (state, next_attempt_at) WHERE state IN ('pending', 'inflight');
-      CREATE INDEX outbox_conversation ON outbox (tenant, kind, conversation_id, id) WHERE state IN ('pending', 'inflight');
+      CREATE INDEX outbox_ready ON outbox (next_attempt_at, id) WHERE state = 'pending' AND ready = 1;
+      CREATE INDEX outbox_leased ON outbox (lease_until) WHERE state = 'inflight';
+      CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead';
+
+      -- one row per lane with live entries: how many, and the last one (where the next is chained)
+      CREATE TABLE outbox_lanes (
+        tenant          TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        live            INTEGER NOT NULL,
+        tail_id         INTEGER NOT NULL,
+        PRIMARY KEY (tenant, kind, conversation_id)
+      ) WITHOUT ROWID;
 
       CREATE TABLE kf_cursors (
         tenant        TEXT NOT NULL,
