@@ -138,32 +138,31 @@ function envName(s: string): string {
 
 /** Apply the environment overrides of secrets to a raw (unvalidated) configuration object. */
 export function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown {
-  if (typeof raw !== "object" || raw === null) return raw;
-  const cfg = structuredClone(raw) as Record<string, any>;
-  const set = (obj: Record<string, any> | undefined, key: string, v: string | undefined) => {
-    if (obj && v !== undefined && v !== "") obj[key] = v;
+  type Obj = Record<string, unknown>;
+  const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+  if (!isObj(raw)) return raw;
+  const cfg = structuredClone(raw);
+  const set = (obj: unknown, key: string, v: string | undefined) => {
+    if (isObj(obj) && v !== undefined && v !== "") obj[key] = v;
   };
   set(cfg, "adminToken", env.WECOM_BRIDGE_ADMIN_TOKEN);
   set(cfg, "mediaSecret", env.WECOM_BRIDGE_MEDIA_SECRET);
-  const wecom = cfg.wecom as Record<string, any> | undefined;
-  for (const app of Array.isArray(wecom?.apps) ? wecom.apps : []) {
-    if (typeof app !== "object" || app === null || typeof app.name !== "string") continue;
+  const wecom = isObj(cfg.wecom) ? cfg.wecom : {};
+  const named = (list: unknown) => (Array.isArray(list) ? list.filter((x): x is Obj & { name: string } => isObj(x) && typeof x.name === "string") : []);
+  for (const app of named(wecom.apps)) {
     const p = `WECOM_BRIDGE_APP_${envName(app.name)}_`;
     set(app, "secret", env[`${p}SECRET`]);
     set(app, "token", env[`${p}TOKEN`]);
     set(app, "encodingAESKey", env[`${p}AES_KEY`]);
   }
-  for (const bot of Array.isArray(wecom?.bots) ? wecom.bots : []) {
-    if (typeof bot !== "object" || bot === null || typeof bot.name !== "string") continue;
+  for (const bot of named(wecom.bots)) {
     const p = `WECOM_BRIDGE_BOT_${envName(bot.name)}_`;
     set(bot, "token", env[`${p}TOKEN`]);
     set(bot, "encodingAESKey", env[`${p}AES_KEY`]);
   }
-  if (env.WECOM_BRIDGE_ARCHIVE_SECRET) {
-    cfg.archive = { ...(typeof cfg.archive === "object" && cfg.archive !== null ? cfg.archive : {}), secret: env.WECOM_BRIDGE_ARCHIVE_SECRET };
-  }
-  set(cfg.omni as Record<string, any> | undefined, "secret", env.WECOM_BRIDGE_OMNI_SECRET);
-  set(cfg.omni as Record<string, any> | undefined, "replySecret", env.WECOM_BRIDGE_OMNI_REPLY_SECRET);
+  if (env.WECOM_BRIDGE_ARCHIVE_SECRET) cfg.archive = { ...(isObj(cfg.archive) ? cfg.archive : {}), secret: env.WECOM_BRIDGE_ARCHIVE_SECRET };
+  set(cfg.omni, "secret", env.WECOM_BRIDGE_OMNI_SECRET);
+  set(cfg.omni, "replySecret", env.WECOM_BRIDGE_OMNI_REPLY_SECRET);
   return cfg;
 }
 

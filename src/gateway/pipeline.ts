@@ -63,7 +63,7 @@ export class Ingestor {
       const batch = this.#queue.splice(0, this.#maxBatch);
       try {
         const results = await this.#store.ingest(batch.map((p) => p.item));
-        batch.forEach((p, i) => p.resolve(results[i] as IngestResult));
+        for (let i = 0; i < batch.length; i++) batch[i]?.resolve(results[i] as IngestResult);
         this.onCommit?.(
           batch.map((p) => p.item),
           results,

@@ -358,11 +358,26 @@ export class SqliteStore implements Store {
   async listMessages(filter: MessageFilter, page: Page): Promise<StoredMessage[]> {
     const where: string[] = ["seq < ?"];
     const args: unknown[] = [page.before ?? Number.MAX_SAFE_INTEGER];
-    if (filter.tenant !== undefined) where.push("tenant = ?"), args.push(filter.tenant);
-    if (filter.channel !== undefined) where.push("channel = ?"), args.push(filter.channel);
-    if (filter.conversationId !== undefined) where.push("conversation_id = ?"), args.push(filter.conversationId);
-    if (filter.since !== undefined) where.push("time >= ?"), args.push(filter.since);
-    if (filter.until !== undefined) where.push("time < ?"), args.push(filter.until);
+    if (filter.tenant !== undefined) {
+      where.push("tenant = ?");
+      args.push(filter.tenant);
+    }
+    if (filter.channel !== undefined) {
+      where.push("channel = ?");
+      args.push(filter.channel);
+    }
+    if (filter.conversationId !== undefined) {
+      where.push("conversation_id = ?");
+      args.push(filter.conversationId);
+    }
+    if (filter.since !== undefined) {
+      where.push("time >= ?");
+      args.push(filter.since);
+    }
+    if (filter.until !== undefined) {
+      where.push("time < ?");
+      args.push(filter.until);
+    }
     const rows = this.db.prepare(`SELECT * FROM messages WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`).all(...args, page.limit) as Row[];
     return rows.map(messageFromRow);
   }
@@ -370,8 +385,14 @@ export class SqliteStore implements Store {
   async listConversations(page: Page & { tenant?: string; channel?: Channel }): Promise<ConversationSummary[]> {
     const where: string[] = [];
     const args: unknown[] = [];
-    if (page.tenant !== undefined) where.push("tenant = ?"), args.push(page.tenant);
-    if (page.channel !== undefined) where.push("channel = ?"), args.push(page.channel);
+    if (page.tenant !== undefined) {
+      where.push("tenant = ?");
+      args.push(page.tenant);
+    }
+    if (page.channel !== undefined) {
+      where.push("channel = ?");
+      args.push(page.channel);
+    }
     const having = page.before === undefined ? "" : "HAVING max(seq) < ?";
     if (page.before !== undefined) args.push(page.before);
     const rows = this.db
