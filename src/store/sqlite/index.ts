@@ -88,10 +88,14 @@ export class SqliteStore implements Store {
   readonly #stmts = new Map<string, Stmt>();
   readonly #ingest: (items: IngestItem[], cursor: { tenant: string; openKfId: string; cursor: string } | undefined) => IngestResult[];
 
-  /** Open (creating the folder and file if needed) and migrate. */
+  /**
+   * Open (creating the folder and file if needed) and migrate. One process owns a SQLite store,
+   * so entries left in flight by a process that died are released at once (no lease wait).
+   */
   static async open(options: SqliteStoreOptions): Promise<SqliteStore> {
     const store = new SqliteStore(options);
     await store.migrate();
+    store.db.prepare("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'inflight'").run();
     return store;
   }
 
