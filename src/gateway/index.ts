@@ -35,7 +35,7 @@ export interface RunGatewayOptions {
 
 /** Start a gateway from a validated configuration. */
 export async function runGateway(config: Config, options: RunGatewayOptions = {}): Promise<RunningGateway> {
-  const store = options.store ?? (await openStore(config.store));
+  const store = options.store ?? (await openStore(config.store, { owner: true }));
   const gateway = new Gateway({
     config,
     store,

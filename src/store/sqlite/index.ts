@@ -76,6 +76,8 @@ function cursorFromRow(r: Row): KfCursor {
 export interface SqliteStoreOptions {
   /** Database file, or ":memory:". */
   path: string;
+  /** This process is the gateway serving the file (see {@link SqliteStore.open}). */
+  owner?: boolean;
 }
 
 /**
@@ -89,13 +91,14 @@ export class SqliteStore implements Store {
   readonly #ingest: (items: IngestItem[], cursor: { tenant: string; openKfId: string; cursor: string } | undefined) => IngestResult[];
 
   /**
-   * Open (creating the folder and file if needed) and migrate. One process owns a SQLite store,
-   * so entries left in flight by a process that died are released at once (no lease wait).
+   * Open (creating the folder and file if needed) and migrate. With `owner`, this process is the
+   * one gateway serving the file: entries left in flight by a process that died are released at
+   * once instead of after their lease (tools such as `replay` open without it).
    */
   static async open(options: SqliteStoreOptions): Promise<SqliteStore> {
     const store = new SqliteStore(options);
     await store.migrate();
-    store.db.prepare("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'inflight'").run();
+    if (options.owner) store.db.prepare("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'inflight'").run();
     return store;
   }
 
