@@ -178,3 +178,49 @@ describe("help and version", () => {
     expect(run(["--version"]).stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
   });
 });
+
+describe("serve and replay", () => {
+  it("serve refuses a bad config with one line per wrong field, exit 78", () => {
+    const bad = join(tmp, "bad-config.json");
+    writeFileSync(bad, JSON.stringify({ publicUrl: "nope", adminToken: "short" }));
+    const r = run(["serve", "--config", bad]);
+    expect(r.code).toBe(78);
+    expect(r.stderr).toContain("publicUrl:");
+    expect(r.stderr).toContain("adminToken: must be at least 16 characters");
+    expect(r.stderr).toContain("wecom:");
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("serve without a config is a usage error", () => {
+    const r = spawnSync(BIN, ["serve"], { encoding: "utf8", env: { ...process.env, WECOM_BRIDGE_CONFIG: "" } });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain("--config FILE or set WECOM_BRIDGE_CONFIG");
+  });
+
+  it("replay puts dead letters back", async () => {
+    const { SqliteStore } = await import("../src/store/sqlite/index.js");
+    const dir = mkdtempSync(join(tmpdir(), "wb-replay-"));
+    const db = join(dir, "bridge.db");
+    const store = await SqliteStore.open({ path: db });
+    await store.ingest([{ tenant: "ww1", channel: "app", key: "k1", outbox: [{ kind: "omni", conversationId: "c", payload: {} }] }]);
+    const [e] = await store.claimOutbox(["omni"], Date.now(), 1, 1000);
+    await store.finishOutbox(e?.id as number, { state: "dead", error: "x" }, Date.now());
+    await store.close();
+    const config = join(dir, "config.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        publicUrl: "http://127.0.0.1:1",
+        store: `sqlite:${db}`,
+        adminToken: "admin-token-0123456789",
+        wecom: { corpId: "ww1" },
+        omni: { baseUrl: "http://127.0.0.1:1", appId: "1", secret: "s" },
+      }),
+    );
+    expectOneLineError(run(["replay", "--config", config]), 2, "--all or one or more --id N");
+    const r = run(["replay", "--config", config, "--all"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe("1 dead letter put back in the outbox\n");
+    expect(run(["replay", "--config", config, "--id", String(e?.id)]).stdout).toBe("0 dead letters put back in the outbox\n");
+  });
+});

@@ -40,7 +40,10 @@ Usage:
   wecom-bridge crypto encrypt --token T --aes-key K [--receive-id R] --timestamp TS --nonce N
                               [--random SIXTEEN_CHARS] --message M
   wecom-bridge decode app|kf|bot|archive|omni [FILE]     (stdin when no FILE)
+  wecom-bridge start [--config FILE]                     serve with a config, else run the sandbox
   wecom-bridge serve --config FILE                       (or WECOM_BRIDGE_CONFIG)
+  wecom-bridge sandbox [--once] [--port N]               gateway + simulators + a scripted conversation
+  wecom-bridge sim [--wecom-port N] [--omni-port N]      run the WeCom and 全媒体 simulators alone
   wecom-bridge replay --config FILE (--all | --id N ...) put dead letters back in the outbox
   wecom-bridge --help | --version
 `;
@@ -121,13 +124,61 @@ async function serveCommand(args: string[], io: CliIo): Promise<void> {
   const log = createLogger({ format, write: (l) => io.stdout(l) });
   const running = await runGateway(config, { log });
   log.info("wecom-bridge serving", { url: running.url, store: config.store, apps: config.wecom.apps.map((a) => a.name), bots: config.wecom.bots.map((b) => b.name) });
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once("SIGINT", stop);
-    process.once("SIGTERM", stop);
-  });
+  await untilSignal();
   log.info("wecom-bridge stopping");
   await running.stop();
+}
+
+function untilSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    process.once("SIGINT", () => resolve());
+    process.once("SIGTERM", () => resolve());
+  });
+}
+
+async function sandboxCommand(args: string[], io: CliIo): Promise<void> {
+  const { values } = parseArgs({ args, options: { once: { type: "boolean" }, port: { type: "string" } }, strict: true });
+  const port = values.port === undefined ? undefined : Number(values.port);
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new UsageError("--port takes a port number");
+  const { runSandbox } = await import("../sim/sandbox.js");
+  const sandbox = await runSandbox(port === undefined ? { write: io.stdout } : { write: io.stdout, port });
+  try {
+    await sandbox.script();
+    // a person at a terminal can look around; scripts and CI get their prompt back
+    if (!values.once && process.stdout.isTTY && !process.env.CI) {
+      io.stdout("\nThe sandbox keeps running: try the admin API above. Ctrl-C stops it.\n");
+      await untilSignal();
+    }
+  } finally {
+    await sandbox.stop();
+  }
+}
+
+async function simCommand(args: string[], io: CliIo): Promise<void> {
+  const { values } = parseArgs({ args, options: { "wecom-port": { type: "string" }, "omni-port": { type: "string" }, "app-url": { type: "string" } }, strict: true });
+  const { SANDBOX } = await import("../sim/sandbox.js");
+  const { WeComSimulator } = await import("../sim/wecom.js");
+  const { OmniSimulator } = await import("../sim/omni.js");
+  const log = (line: string) => io.stdout(`${line}\n`);
+  const wecom = await WeComSimulator.start({
+    corpId: SANDBOX.corpId,
+    port: Number(values["wecom-port"] ?? 0),
+    apps: [{ name: "support", agentId: SANDBOX.agentId, secret: SANDBOX.appSecret, token: SANDBOX.appToken, encodingAESKey: SANDBOX.appAESKey, kf: true }],
+    bots: [{ name: "helper", botId: SANDBOX.botId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey }],
+    log,
+  });
+  wecom.addKfAccount(SANDBOX.openKfId);
+  const omni = await OmniSimulator.start({ appId: SANDBOX.omniAppId, secret: SANDBOX.omniSecret, port: Number(values["omni-port"] ?? 0), log, ...(values["app-url"] ? { appUrl: values["app-url"] } : {}) });
+  if (values["app-url"]) {
+    wecom.setCallbackUrl("app", "support", `${values["app-url"]}/wecom/app/support`);
+    wecom.setCallbackUrl("bot", "helper", `${values["app-url"]}/wecom/bot/helper`);
+  }
+  io.stdout(`WeCom simulator   ${wecom.url}   (corpId ${SANDBOX.corpId}, app "support" ${SANDBOX.agentId}, bot "helper" ${SANDBOX.botId}, KF ${SANDBOX.openKfId})\n`);
+  io.stdout(`全媒体 simulator   ${omni.url}   (appId ${SANDBOX.omniAppId})\n`);
+  io.stdout("Point a gateway config at them: wecom.apiBase and omni.baseUrl. Ctrl-C stops.\n");
+  await untilSignal();
+  await wecom.close();
+  await omni.close();
 }
 
 async function replayCommand(args: string[], io: CliIo): Promise<void> {
@@ -163,6 +214,16 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         return 0;
       case "serve":
         await serveCommand(rest, io);
+        return 0;
+      case "start":
+        if (rest.includes("--config") || process.env.WECOM_BRIDGE_CONFIG) await serveCommand(rest, io);
+        else await sandboxCommand(rest, io);
+        return 0;
+      case "sandbox":
+        await sandboxCommand(rest, io);
+        return 0;
+      case "sim":
+        await simCommand(rest, io);
         return 0;
       case "replay":
         await replayCommand(rest, io);

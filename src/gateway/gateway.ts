@@ -152,7 +152,10 @@ export class Gateway {
           log: this.log,
           metrics: this.metrics,
           now: this.#now,
-          onStored: () => this.delivery.notify(),
+          onStored: (messages) => {
+            for (const m of messages) this.#onStored?.(m);
+            this.delivery.notify();
+          },
         })
       : undefined;
   }

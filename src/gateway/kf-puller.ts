@@ -30,8 +30,8 @@ export interface KfPullerOptions {
   log: Logger;
   metrics?: Metrics;
   now?: () => number;
-  /** Called after a page stored new messages. */
-  onStored?: (count: number) => void;
+  /** Called after a page stored new messages (those to be delivered). */
+  onStored?: (messages: KfMessage[]) => void;
   /** Page size, 1..1000. Default 1000. */
   limit?: number;
   /** Wait before pulling again after a failed pull, ms. Default 2000. */
@@ -136,17 +136,20 @@ export class KfPuller {
       const items: IngestItem[] = page.messages.map((m) => this.#item(tenant, m, historyBefore));
       const next = page.nextCursor ?? cursor;
       const results = await this.#o.store.ingest(items, next !== undefined ? { tenant, openKfId, cursor: next } : undefined);
-      let stored = 0;
+      const stored: KfMessage[] = [];
+      let duplicates = 0;
       results.forEach((r, i) => {
-        if (!r.stored) result.duplicates++;
-        else if (items[i]?.message === undefined) result.skipped++;
-        else stored++;
+        const m = items[i]?.message;
+        if (!r.stored) duplicates++;
+        else if (m === undefined) result.skipped++;
+        else stored.push(m as KfMessage);
       });
-      result.stored += stored;
-      if (result.duplicates > 0) this.#o.metrics?.dedupHits.inc({ channel: "kf" }, results.filter((r) => !r.stored).length);
+      result.stored += stored.length;
+      result.duplicates += duplicates;
+      if (duplicates > 0) this.#o.metrics?.dedupHits.inc({ channel: "kf" }, duplicates);
       const newest = page.messages.at(-1);
       if (newest) this.#o.metrics?.kfPullLag.set({ open_kfid: openKfId }, Math.max(0, (this.#now() - newest.time) / 1000));
-      if (stored > 0) this.#o.onStored?.(stored);
+      if (stored.length > 0) this.#o.onStored?.(stored);
       cursor = next;
       if (!page.hasMore) break;
     }
