@@ -15,7 +15,7 @@ import { WeComCrypto } from "../src/wecom/crypto.js";
 import { median } from "./harness.js";
 
 const DURATION = Number(process.env.BENCH_SECONDS ?? 10);
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CORP = "ww1436e0e65a779aee";
 const AES = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
@@ -76,7 +76,7 @@ interface LoadResult {
 }
 
 /** Callbacks are made before the load starts, so that encrypting them costs the generator nothing. */
-const POOL_SIZE = Number(process.env.BENCH_POOL ?? 40_000) * DURATION;
+const POOL_SIZE = Number(process.env.BENCH_POOL ?? 25_000) * DURATION;
 let pool: { path: string; body: string }[] = [];
 let poolIndex = 0;
 function refillPool(): void {

@@ -241,8 +241,22 @@ export class Gateway {
   }
 
   #count(channel: Channel, stored: boolean): void {
-    this.metrics.callbacks.inc({ channel, outcome: stored ? "stored" : "duplicate" });
-    if (!stored) this.metrics.dedupHits.inc({ channel });
+    // labelled children are cached by prom-client per label set; inc on them skips the hashing
+    if (stored) this.#stored(channel).inc();
+    else {
+      this.metrics.callbacks.inc({ channel, outcome: "duplicate" });
+      this.metrics.dedupHits.inc({ channel });
+    }
+  }
+
+  readonly #storedCounters = new Map<Channel, { inc(): void }>();
+  #stored(channel: Channel): { inc(): void } {
+    let c = this.#storedCounters.get(channel);
+    if (c === undefined) {
+      c = this.metrics.callbacks.labels({ channel, outcome: "stored" });
+      this.#storedCounters.set(channel, c);
+    }
+    return c;
   }
 
   /** The stream id of a bot message: derived from its msgid, so WeCom's retries get the same one. */

@@ -22,8 +22,8 @@ export function parseQuery(raw: string): URLSearchParams {
     let key: string;
     let value: string;
     try {
-      key = decodeURIComponent(k);
-      value = decodeURIComponent(v);
+      key = k.indexOf("%") === -1 ? k : decodeURIComponent(k);
+      value = v.indexOf("%") === -1 ? v : decodeURIComponent(v);
     } catch {
       key = k;
       value = v;

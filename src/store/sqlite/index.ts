@@ -25,6 +25,7 @@ import type {
   StoredMessage,
   TokenRow,
 } from "../types.js";
+import { type Checkpointer, startCheckpointer } from "./checkpointer.js";
 import { MIGRATIONS } from "./migrations.js";
 
 type Row = Record<string, unknown>;
@@ -88,6 +89,7 @@ export class SqliteStore implements Store {
   readonly engine = "sqlite";
   readonly db: Database.Database;
   readonly #stmts = new Map<string, Stmt>();
+  #checkpointer: Checkpointer | undefined;
   readonly #ingest: (items: IngestItem[], cursor: { tenant: string; openKfId: string; cursor: string } | undefined) => IngestResult[];
 
   /**
@@ -98,7 +100,21 @@ export class SqliteStore implements Store {
   static async open(options: SqliteStoreOptions): Promise<SqliteStore> {
     const store = new SqliteStore(options);
     await store.migrate();
-    if (options.owner) store.db.prepare("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'inflight'").run();
+    if (options.owner) {
+      store.db.prepare("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'inflight'").run();
+      if (options.path !== ":memory:") {
+        // checkpoints move to a worker thread, so they never stall a request
+        store.db.pragma("wal_autocheckpoint = 0");
+        store.#checkpointer = startCheckpointer({
+          path: options.path,
+          pageSize: store.db.pragma("page_size", { simple: true }) as number,
+          onError: () => {
+            // fall back to checkpoints on this connection rather than let the WAL grow
+            if (store.db.open) store.db.pragma("wal_autocheckpoint = 1000");
+          },
+        });
+      }
+    }
     return store;
   }
 
@@ -112,7 +128,7 @@ export class SqliteStore implements Store {
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("temp_store = MEMORY");
     this.db.pragma("cache_size = -65536"); // 64 MiB
-    this.db.pragma("wal_autocheckpoint = 4000"); // pages: checkpoint (and fsync) less often
+    this.db.pragma("wal_autocheckpoint = 1000");
     this.#ingest = this.db.transaction(this.#ingestTx);
   }
 
@@ -152,6 +168,8 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    await this.#checkpointer?.stop();
+    this.#checkpointer = undefined;
     if (this.db.open) this.db.close();
   }
 
