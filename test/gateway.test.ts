@@ -238,6 +238,55 @@ describe("AI bot", () => {
   });
 });
 
+describe("AI bot media", () => {
+  it("an image's encrypted URL is downloaded, decrypted with the bot's key and served by a signed link", async () => {
+    stack = await startStack();
+    const png = Buffer.from("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489", "hex");
+    const url = stack.wecom.putBotMedia("aibHELPER", png);
+    const r = await stack.wecom.botSends("aibHELPER", {
+      msgid: "bot-img-1",
+      aibotid: "aibHELPER",
+      chattype: "single",
+      from: { userid: "lisi" },
+      msgtype: "image",
+      image: { url },
+    });
+    expect(r.status).toBe(200);
+    const [got] = await stack.omni.waitFor(1);
+    expect(got?.body.MsgType).toBe("image");
+    const res = await fetch(got?.body.Content as string);
+    expect(Buffer.from(await res.arrayBuffer())).toEqual(png);
+    expect(res.headers.get("content-type")).toBe("image/png");
+  });
+});
+
+describe("access tokens", () => {
+  it("concurrent callers share one gettoken, and the token is cached in the store", async () => {
+    stack = await startStack();
+    const creds = { corpId: CORP, secret: "app-secret" };
+    const tokens = await Promise.all(Array.from({ length: 5 }, () => stack?.gw.gateway.wecom.token(creds)));
+    expect(new Set(tokens).size).toBe(1);
+    expect(stack.wecom.requests.filter((q) => q.path.endsWith("/gettoken"))).toHaveLength(1);
+    await stack.restart();
+    // a new process reads the cached token from the store instead of asking again
+    await stack.gw.gateway.wecom.token(creds);
+    expect(stack.wecom.requests.filter((q) => q.path.endsWith("/gettoken"))).toHaveLength(1);
+  });
+
+  it("a token close to expiry is refreshed early", async () => {
+    let now = Date.now();
+    stack = await startStack();
+    const { WeComClient } = await import("../src/clients/wecom.js");
+    const client = new WeComClient({ apiBase: stack.wecom.url, store: stack.gw.store, now: () => now, refreshEarlyMs: 60_000 });
+    const creds = { corpId: CORP, secret: "app-secret" };
+    const first = await client.token(creds);
+    now += 7200_000 - 30_000; // 30 s before expiry: inside the early-refresh margin
+    await client.token(creds);
+    expect(stack.wecom.requests.filter((q) => q.path.endsWith("/gettoken"))).toHaveLength(2);
+    expect(first).toBeTruthy();
+  });
+});
+
 describe("session archive push", () => {
   async function push(s: Stack, body: string, secret = ARCHIVE_SECRET) {
     const res = await fetch(`${s.gw.url}/archive/push`, { method: "POST", body, headers: { "x-archive-secret": secret, "content-type": "application/json" } });
