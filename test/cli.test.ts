@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -222,5 +222,54 @@ describe("serve and replay", () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toBe("1 dead letter put back in the outbox\n");
     expect(run(["replay", "--config", config, "--id", String(e?.id)]).stdout).toBe("0 dead letters put back in the outbox\n");
+  });
+});
+
+describe("long-running commands", () => {
+  /** Spawn, collect stdout, resolve when `ready` matches. */
+  function spawnUntil(args: string[], ready: RegExp, env: NodeJS.ProcessEnv = process.env) {
+    const child = spawn(BIN, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    const readyP = new Promise<string>((resolve, reject) => {
+      child.stdout?.on("data", (d) => {
+        out += String(d);
+        if (ready.test(out)) resolve(out);
+      });
+      child.once("exit", (code) => reject(new Error(`exited ${code}: ${out}`)));
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    return { child, readyP, exited };
+  }
+
+  it("sim runs both simulators until stopped", async () => {
+    const { child, readyP, exited } = spawnUntil(["sim"], /全媒体 simulator\s+(http:\S+)/);
+    const out = await readyP;
+    const wecomUrl = /WeCom simulator\s+(http:\S+)/.exec(out)?.[1] as string;
+    const token = await (await fetch(`${wecomUrl}/cgi-bin/gettoken?corpid=wwSANDBOX000000001&corpsecret=sandbox-app-secret`)).json();
+    expect(token).toMatchObject({ errcode: 0, access_token: expect.any(String) });
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  });
+
+  it("start serves when WECOM_BRIDGE_CONFIG names a config", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wb-start-"));
+    const config = join(dir, "config.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        listen: { port: 0 },
+        publicUrl: "http://127.0.0.1:1",
+        store: `sqlite:${join(dir, "bridge.db")}`,
+        adminToken: "admin-token-0123456789",
+        wecom: { corpId: "ww1" },
+        omni: { baseUrl: "http://127.0.0.1:1", appId: "1", secret: "s" },
+      }),
+    );
+    const { child, readyP, exited } = spawnUntil(["start"], /wecom-bridge serving/, { ...process.env, WECOM_BRIDGE_CONFIG: config });
+    const line = (await readyP).split("\n").find((l) => l.includes("wecom-bridge serving")) as string;
+    const { url } = JSON.parse(line) as { url: string };
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
   });
 });

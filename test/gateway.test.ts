@@ -3,8 +3,9 @@
  * 全媒体 simulator.
  */
 import { afterEach, describe, expect, it } from "vitest";
+import { createLogger } from "../src/log.js";
 import { WeComCrypto } from "../src/wecom/crypto.js";
-import { ADMIN, AGENT, APP_AES, ARCHIVE_SECRET, CORP, eventually, KFID, type Stack, sleep, startStack } from "./stack.js";
+import { ADMIN, AGENT, APP_AES, ARCHIVE_SECRET, BOT_AES, CORP, eventually, KFID, type Stack, sleep, startStack } from "./stack.js";
 import { fixture } from "./helpers.js";
 
 let stack: Stack | undefined;
@@ -354,5 +355,49 @@ describe("operations", () => {
       const text = JSON.stringify((await admin(stack, path)).body);
       for (const secret of ["app-secret", "apptoken", APP_AES, "omni-secret", ARCHIVE_SECRET, ADMIN]) expect(text).not.toContain(secret);
     }
+  });
+});
+
+describe("secrets", () => {
+  it("never reach the logs, whatever happens", async () => {
+    const lines: string[] = [];
+    stack = await startStack({ log: createLogger({ level: "debug", write: (l) => lines.push(l) }) });
+    const token = ((await (await fetch(`${stack.wecom.url}/cgi-bin/gettoken?corpid=${CORP}&corpsecret=app-secret`)).json()) as { access_token: string }).access_token;
+    await stack.wecom.appUserSendsText(AGENT, "u1", "hello");
+    await stack.wecom.kfCustomerSends(KFID, "wmS", { msgtype: "text", text: { content: "kf" } });
+    await stack.omni.waitFor(2);
+    stack.wecom.expireTokens();
+    stack.omni.setFailure("errcode", 2);
+    stack.wecom.failNext("kf/sync_msg", 60020);
+    await stack.wecom.kfCustomerSends(KFID, "wmS", { msgtype: "text", text: { content: "kf2" } });
+    await fetch(`${stack.gw.url}/wecom/app/support?msg_signature=bad&timestamp=1&nonce=1`, { method: "POST", body: "<xml><Encrypt>x</Encrypt></xml>" });
+    await fetch(`${stack.gw.url}/archive/push?secret=wrong`, { method: "POST", body: "{}" });
+    await stack.omni.waitFor(3, 10_000);
+    const text = lines.join("");
+    expect(lines.length).toBeGreaterThan(3);
+    for (const secret of ["app-secret", "apptoken", APP_AES, BOT_AES, "omni-secret", ARCHIVE_SECRET, ADMIN, token]) expect(text).not.toContain(secret);
+  });
+});
+
+describe("more endpoints", () => {
+  it("bot URL verification, archive secret in the query, an IP allow-list, admin time filters", async () => {
+    stack = await startStack({ config: (c) => (c.archive.allowIps = ["10.9.9.9"]) });
+    const v = await stack.wecom.verifyUrl("bot", "helper");
+    expect(v.status).toBe(200);
+    expect(v.body).toBe(v.expected);
+    const refused = await fetch(`${stack.gw.url}/archive/push?secret=${ARCHIVE_SECRET}`, { method: "POST", body: fixture("archive", "record-text.json") });
+    expect(refused.status).toBe(403);
+    await stack.stop();
+    stack = await startStack();
+    const ok = await fetch(`${stack.gw.url}/archive/push?secret=${ARCHIVE_SECRET}`, { method: "POST", body: fixture("archive", "record-text.json") });
+    expect(ok.status).toBe(200);
+    const t0 = Date.now();
+    await stack.wecom.appUserSendsText(AGENT, "late", "after t0");
+    await stack.omni.waitFor(2);
+    const since = await admin(stack, `/admin/messages?since=${t0 - 1000}`);
+    expect(since.body.items.map((m: { conversationId: string }) => m.conversationId)).toEqual([`app:${CORP}:${AGENT}:late`]);
+    const until = await admin(stack, `/admin/messages?until=${t0 - 1000}`);
+    expect(until.body.items).toHaveLength(1);
+    expect(until.body.items[0].channel).toBe("archive");
   });
 });

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Config, parseConfig } from "../src/config.js";
 import { type RunningGateway, runGateway } from "../src/gateway/index.js";
-import { silentLogger } from "../src/log.js";
+import { type Logger, silentLogger } from "../src/log.js";
 import { OmniSimulator } from "../src/sim/omni.js";
 import { WeComSimulator } from "../src/sim/wecom.js";
 
@@ -50,6 +50,8 @@ export interface StackOptions {
   config?: (raw: Record<string, any>) => void;
   /** Do not start the gateway (a child process will). */
   noGateway?: boolean;
+  /** The gateway's logger (default: silent). */
+  log?: Logger;
 }
 
 /** The raw config of a stack, pointing at the simulators. */
@@ -100,7 +102,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     gw: undefined as unknown as RunningGateway,
     async restart() {
       await stack.gw.stop();
-      stack.gw = await runGateway(config, { log: silentLogger });
+      stack.gw = await runGateway(config, { log: options.log ?? silentLogger });
     },
     async stop() {
       await stack.gw?.stop();
@@ -108,7 +110,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await omni.close();
     },
   };
-  if (!options.noGateway) stack.gw = await runGateway(config, { log: silentLogger });
+  if (!options.noGateway) stack.gw = await runGateway(config, { log: options.log ?? silentLogger });
   return stack;
 }
 
