@@ -6,7 +6,7 @@ import { decodeAppXml, decodeKfItem } from "../src/index.js";
 import { messageItem } from "../src/gateway/pipeline.js";
 import { SqliteStore } from "../src/store/sqlite/index.js";
 import { MIGRATIONS } from "../src/store/sqlite/migrations.js";
-import type { IngestItem } from "../src/store/types.js";
+import type { IngestItem, OutboxEntry } from "../src/store/types.js";
 import { fixture, jsonFixture } from "./helpers.js";
 
 const TENANT = "ww1436e0e65a779aee";
@@ -178,6 +178,31 @@ describe("outbox", () => {
     // the lane is empty: a new entry is its head at once
     await s.ingest([textItem("3", "A")]);
     expect(await s.claimOutbox(["omni"], Date.now() + 1, 10, 60_000)).toHaveLength(1);
+  });
+
+  it("lanes are rebuilt from the chains when the store is reopened, a replay from another process included", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "wb-store-")), "bridge.db");
+    const a = await freshStore(path);
+    await a.ingest([textItem("1", "A"), textItem("2", "A"), textItem("3", "A")]);
+    const [first] = await a.claimOutbox(["omni"], Date.now(), 10, 60_000);
+    await a.finishOutbox(first?.id as number, { state: "dead", error: "x" }, Date.now());
+    await a.close();
+    // another process (the replay command) puts the dead letter back
+    const tool = await freshStore(path);
+    expect(await tool.replayDead("all", Date.now())).toBe(1);
+    await tool.close();
+    const b = await freshStore(path);
+    await b.ingest([textItem("4", "A")]);
+    const order: string[] = [];
+    for (;;) {
+      const claimed = await b.claimOutbox(["omni"], Date.now() + 1, 10, 60_000);
+      if (claimed.length === 0) break;
+      expect(claimed).toHaveLength(1); // never two at once in one conversation
+      const e = claimed[0] as OutboxEntry;
+      order.push((await b.getMessage(e.messageSeq as number))?.key as string);
+      await b.finishOutbox(e.id, { state: "done" }, Date.now());
+    }
+    expect(order).toEqual(["2", "3", "4", "1"]);
   });
 
   it("follow-up entries are written with the result", async () => {

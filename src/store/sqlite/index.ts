@@ -73,6 +73,55 @@ function cursorFromRow(r: Row): KfCursor {
   return c;
 }
 
+/** A lane's live entries: how many, and the last one (where the next is chained). */
+interface Lane {
+  live: number;
+  tail: number;
+}
+
+/**
+ * Lanes kept in memory: the store is written by one process. Changes made inside a transaction
+ * go to an overlay that is merged on commit and dropped on rollback.
+ */
+class LaneCache {
+  readonly #lanes = new Map<string, Lane>();
+  #overlay: Map<string, Lane> | undefined;
+
+  static key(tenant: string, kind: string, conversationId: string): string {
+    return `${tenant}\u0000${kind}\u0000${conversationId}`;
+  }
+
+  get(key: string): Lane | undefined {
+    const o = this.#overlay?.get(key);
+    if (o !== undefined) return o.live > 0 ? o : undefined;
+    return this.#lanes.get(key);
+  }
+
+  set(key: string, lane: Lane): void {
+    if (this.#overlay) this.#overlay.set(key, lane);
+    else if (lane.live > 0) this.#lanes.set(key, lane);
+    else this.#lanes.delete(key);
+  }
+
+  /** Run `fn` (a transaction): lane changes land only if it returns. */
+  run<T>(fn: () => T): T {
+    this.#overlay = new Map();
+    try {
+      const r = fn();
+      const overlay = this.#overlay;
+      this.#overlay = undefined;
+      for (const [k, v] of overlay) this.set(k, v);
+      return r;
+    } finally {
+      this.#overlay = undefined;
+    }
+  }
+
+  clear(): void {
+    this.#lanes.clear();
+  }
+}
+
 /** Options of {@link SqliteStore}. */
 export interface SqliteStoreOptions {
   /** Database file, or ":memory:". */
@@ -89,6 +138,7 @@ export class SqliteStore implements Store {
   readonly engine = "sqlite";
   readonly db: Database.Database;
   readonly #stmts = new Map<string, Stmt>();
+  readonly #lanes = new LaneCache();
   #checkpointer: Checkpointer | undefined;
   readonly #ingest: (items: IngestItem[], cursor: { tenant: string; openKfId: string; cursor: string } | undefined) => IngestResult[];
 
@@ -100,6 +150,7 @@ export class SqliteStore implements Store {
   static async open(options: SqliteStoreOptions): Promise<SqliteStore> {
     const store = new SqliteStore(options);
     await store.migrate();
+    store.#loadLanes();
     if (options.owner) {
       store.db.prepare("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'inflight'").run();
       if (options.path !== ":memory:") {
@@ -175,26 +226,23 @@ export class SqliteStore implements Store {
 
   #insertOutbox(tenant: string, messageSeq: number | null, e: OutboxInsert, now: number): void {
     const conv = e.conversationId;
-    // the lane decides whether the new entry is its head (ready) or chained after the tail
-    const lane = conv === null ? undefined : (this.#stmt("SELECT live, tail_id FROM outbox_lanes WHERE tenant = ? AND kind = ? AND conversation_id = ?").get(tenant, e.kind, conv) as Row | undefined);
-    const head = conv === null || lane === undefined || (lane.live as number) <= 0;
+    const key = conv === null ? "" : LaneCache.key(tenant, e.kind, conv);
+    const lane = conv === null ? undefined : this.#lanes.get(key);
     const id = Number(
       this.#stmt(
         "INSERT INTO outbox (tenant, kind, conversation_id, message_seq, payload, state, ready, attempts, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, 0, ?, ?, ?)",
-      ).run(tenant, e.kind, conv, messageSeq, JSON.stringify(e.payload ?? null), head ? 1 : 0, e.notBefore ?? now, now, now).lastInsertRowid,
+      ).run(tenant, e.kind, conv, messageSeq, JSON.stringify(e.payload ?? null), lane === undefined ? 1 : 0, e.notBefore ?? now, now, now).lastInsertRowid,
     );
-    if (conv !== null) this.#enqueue(tenant, e.kind, conv, id, head ? undefined : (lane?.tail_id as number));
+    if (conv !== null) this.#chain(key, id, lane);
   }
 
-  /** Record entry `id` as its lane's tail: a new lane when `after` is undefined, else chained after it. */
-  #enqueue(tenant: string, kind: string, conversationId: string, id: number, after: number | undefined): void {
-    if (after === undefined) {
-      this.#stmt(
-        "INSERT INTO outbox_lanes (tenant, kind, conversation_id, live, tail_id) VALUES (?, ?, ?, 1, ?) ON CONFLICT DO UPDATE SET live = 1, tail_id = excluded.tail_id",
-      ).run(tenant, kind, conversationId, id);
+  /** Make entry `id` the tail of its lane: the head of a new lane, or chained after the tail. */
+  #chain(key: string, id: number, lane: Lane | undefined): void {
+    if (lane === undefined) {
+      this.#lanes.set(key, { live: 1, tail: id });
     } else {
-      this.#stmt("UPDATE outbox SET next_id = ? WHERE id = ?").run(id, after);
-      this.#stmt("UPDATE outbox_lanes SET live = live + 1, tail_id = ? WHERE tenant = ? AND kind = ? AND conversation_id = ?").run(id, tenant, kind, conversationId);
+      this.#stmt("UPDATE outbox SET next_id = ? WHERE id = ?").run(id, lane.tail);
+      this.#lanes.set(key, { live: lane.live + 1, tail: id });
     }
   }
 
@@ -202,15 +250,51 @@ export class SqliteStore implements Store {
   #dequeue(id: number): void {
     const r = this.#stmt("SELECT tenant, kind, conversation_id, next_id FROM outbox WHERE id = ?").get(id) as Row | undefined;
     if (r === undefined || r.conversation_id === null) return;
-    const lane = this.#stmt("UPDATE outbox_lanes SET live = live - 1 WHERE tenant = ? AND kind = ? AND conversation_id = ? RETURNING live").get(
-      r.tenant,
-      r.kind,
-      r.conversation_id,
-    ) as Row | undefined;
-    if (lane === undefined || (lane.live as number) <= 0) {
-      this.#stmt("DELETE FROM outbox_lanes WHERE tenant = ? AND kind = ? AND conversation_id = ?").run(r.tenant, r.kind, r.conversation_id);
-    } else if (r.next_id !== null) {
-      this.#stmt("UPDATE outbox SET ready = 1 WHERE id = ?").run(r.next_id);
+    const key = LaneCache.key(r.tenant as string, r.kind as string, r.conversation_id as string);
+    const lane = this.#lanes.get(key);
+    const live = (lane?.live ?? 1) - 1;
+    this.#lanes.set(key, { live, tail: lane?.tail ?? id });
+    if (live > 0 && r.next_id !== null) this.#stmt("UPDATE outbox SET ready = 1 WHERE id = ?").run(r.next_id);
+  }
+
+  /** Rebuild the lanes from the chains: each head (ready or in flight), walked to its tail. */
+  #loadLanes(): void {
+    this.#lanes.clear();
+    const heads = this.db
+      .prepare(
+        `SELECT id, tenant, kind, conversation_id, next_id FROM outbox WHERE state = 'pending' AND ready = 1 AND conversation_id IS NOT NULL
+         UNION ALL SELECT id, tenant, kind, conversation_id, next_id FROM outbox WHERE state = 'inflight' AND conversation_id IS NOT NULL`,
+      )
+      .all() as Row[];
+    const step = this.db.prepare("SELECT id, next_id FROM outbox WHERE id = ? AND state IN ('pending', 'inflight')");
+    for (const h of heads) {
+      let live = 1;
+      let tail = h.id as number;
+      let next = h.next_id as number | null;
+      while (next !== null) {
+        const r = step.get(next) as Row | undefined;
+        if (r === undefined) break;
+        live++;
+        tail = r.id as number;
+        next = r.next_id as number | null;
+      }
+      this.#lanes.set(LaneCache.key(h.tenant as string, h.kind as string, h.conversation_id as string), { live, tail });
+    }
+  }
+
+  /** Chain the entries another process put back (replay) into their lanes. */
+  #adoptRequeued(): void {
+    const rows = this.#stmt("SELECT id, tenant, kind, conversation_id FROM outbox WHERE requeued = 1 ORDER BY id").all() as Row[];
+    for (const r of rows) {
+      const id = r.id as number;
+      if (r.conversation_id === null) {
+        this.#stmt("UPDATE outbox SET requeued = 0, ready = 1 WHERE id = ?").run(id);
+        continue;
+      }
+      const key = LaneCache.key(r.tenant as string, r.kind as string, r.conversation_id as string);
+      const lane = this.#lanes.get(key);
+      this.#stmt("UPDATE outbox SET requeued = 0, ready = ? WHERE id = ?").run(lane === undefined ? 1 : 0, id);
+      this.#chain(key, id, lane);
     }
   }
 
@@ -257,12 +341,12 @@ export class SqliteStore implements Store {
   };
 
   async ingest(items: IngestItem[], cursor?: { tenant: string; openKfId: string; cursor: string }): Promise<IngestResult[]> {
-    return this.#ingest(items, cursor);
+    return this.ingestSync(items, cursor);
   }
 
   /** The synchronous form of {@link ingest}, for callers that batch themselves. */
   ingestSync(items: IngestItem[], cursor?: { tenant: string; openKfId: string; cursor: string }): IngestResult[] {
-    return this.#ingest(items, cursor);
+    return this.#lanes.run(() => this.#ingest(items, cursor));
   }
 
   async getKfCursor(tenant: string, openKfId: string): Promise<KfCursor | undefined> {
@@ -287,7 +371,8 @@ export class SqliteStore implements Store {
   async claimOutbox(kinds: OutboxKind[], now: number, limit: number, leaseMs: number): Promise<OutboxEntry[]> {
     if (kinds.length === 0 || limit <= 0) return [];
     const kindList = kinds.map(() => "?").join(", ");
-    return this.db.transaction(() => {
+    return this.#lanes.run(() => this.db.transaction(() => {
+      this.#adoptRequeued();
       // leases that ran out: the worker holding them died
       this.#stmt("UPDATE outbox SET state = 'pending', lease_until = NULL WHERE state = 'inflight' AND lease_until < ?").run(now);
       const rows = this.#stmt(
@@ -301,11 +386,11 @@ export class SqliteStore implements Store {
         }
       }
       return out;
-    })();
+    })());
   }
 
   async finishOutbox(id: number, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): Promise<void> {
-    this.db.transaction(() => {
+    this.#lanes.run(() => this.db.transaction(() => {
       switch (outcome.state) {
         case "done":
           this.#stmt("UPDATE outbox SET state = 'done', ready = 0, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?").run(now, id);
@@ -322,30 +407,17 @@ export class SqliteStore implements Store {
           break;
       }
       for (const e of followUps?.entries ?? []) this.#insertOutbox(followUps?.tenant as string, followUps?.messageSeq ?? null, e, now);
-    })();
+    })());
   }
 
   async replayDead(ids: number[] | "all", now: number): Promise<number> {
+    // the entries are marked; the serving process chains them into their lanes (at the end: they
+    // were already out of order when they died) on its next claim
+    const revive = this.#stmt("UPDATE outbox SET state = 'pending', ready = 0, next_id = NULL, requeued = 1, attempts = 0, next_attempt_at = ?, updated_at = ? WHERE state = 'dead' AND id = ?");
     return this.db.transaction(() => {
       const list = ids === "all" ? (this.#stmt("SELECT id FROM outbox WHERE state = 'dead' ORDER BY id").all() as Row[]).map((r) => r.id as number) : ids;
-      const revive = this.#stmt(
-        "UPDATE outbox SET state = 'pending', ready = CASE WHEN conversation_id IS NULL THEN 1 ELSE 0 END, next_id = NULL, attempts = 0, next_attempt_at = ?, updated_at = ? WHERE state = 'dead' AND id = ? RETURNING tenant, kind, conversation_id",
-      );
       let n = 0;
-      for (const id of list) {
-        const r = revive.get(now, now, id) as Row | undefined;
-        if (r === undefined) continue;
-        n++;
-        // a revived entry joins the end of its lane (it was already out of order when it died)
-        if (r.conversation_id !== null) {
-          const lane = this.#stmt("SELECT live, tail_id FROM outbox_lanes WHERE tenant = ? AND kind = ? AND conversation_id = ?").get(r.tenant, r.kind, r.conversation_id) as
-            | Row
-            | undefined;
-          const head = lane === undefined || (lane.live as number) <= 0;
-          if (head) this.#stmt("UPDATE outbox SET ready = 1 WHERE id = ?").run(id);
-          this.#enqueue(r.tenant as string, r.kind as string, r.conversation_id as string, id, head ? undefined : (lane?.tail_id as number));
-        }
-      }
+      for (const id of list) n += revive.run(now, now, id).changes;
       return n;
     })();
   }
@@ -369,6 +441,8 @@ export class SqliteStore implements Store {
 
   async nextOutboxDue(kinds: OutboxKind[]): Promise<number | undefined> {
     if (kinds.length === 0) return undefined;
+    // entries put back by another process are due at once: the next claim chains them
+    if (this.#stmt("SELECT 1 AS x FROM outbox WHERE requeued = 1 LIMIT 1").get() !== undefined) return 0;
     const r = this.#stmt(`SELECT min(next_attempt_at) AS t FROM outbox WHERE state = 'pending' AND ready = 1 AND kind IN (${kinds.map(() => "?").join(", ")})`).get(
       ...kinds,
     ) as Row | undefined;

@@ -45,6 +45,8 @@ export const MIGRATIONS: readonly Migration[] = [
       -- Entries of one (tenant, kind, conversation) form a lane, chained by next_id in order;
       -- ready = 1 marks a lane's head (or an entry without a conversation). Only ready entries are
       -- claimed, so a claim is an index range scan, and writing an entry touches only recent pages.
+      -- The store keeps each lane's length and tail in memory (rebuilt from the chains at open).
+      -- requeued = 1: put back by another process (replay), to be chained by the serving one.
       CREATE TABLE outbox (
         id              INTEGER PRIMARY KEY AUTOINCREMENT,
         tenant          TEXT NOT NULL,
@@ -55,6 +57,7 @@ export const MIGRATIONS: readonly Migration[] = [
         state           TEXT NOT NULL,
         ready           INTEGER NOT NULL DEFAULT 0,
         next_id         INTEGER,
+        requeued        INTEGER NOT NULL DEFAULT 0,
         attempts        INTEGER NOT NULL DEFAULT 0,
         next_attempt_at INTEGER NOT NULL,
         lease_until     INTEGER,
@@ -66,16 +69,7 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX outbox_ready ON outbox (next_attempt_at, id) WHERE state = 'pending' AND ready = 1;
       CREATE INDEX outbox_leased ON outbox (lease_until) WHERE state = 'inflight';
       CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead';
-
-      -- one row per lane with live entries: how many, and the last one (where the next is chained)
-      CREATE TABLE outbox_lanes (
-        tenant          TEXT NOT NULL,
-        kind            TEXT NOT NULL,
-        conversation_id TEXT NOT NULL,
-        live            INTEGER NOT NULL,
-        tail_id         INTEGER NOT NULL,
-        PRIMARY KEY (tenant, kind, conversation_id)
-      ) WITHOUT ROWID;
+      CREATE INDEX outbox_requeued ON outbox (id) WHERE requeued = 1;
 
       CREATE TABLE kf_cursors (
         tenant        TEXT NOT NULL,
