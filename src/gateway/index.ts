@@ -44,7 +44,7 @@ export async function runGateway(config: Config, options: RunGatewayOptions = {}
     ...(options.now ? { now: options.now } : {}),
   });
   const http = await startHttpServer(gateway, { host: config.listen.host, port: config.listen.port, bodyLimit: config.limits.bodyBytes });
-  if (process.env.WB_NO_WORKER !== "1") gateway.start();
+  gateway.start();
   let stopped = false;
   return {
     gateway,
