@@ -135,6 +135,9 @@ describe("KF", () => {
     expect(got.every((g) => g.body.FromUserId === kfConversation("wmCUSTOMER1"))).toBe(true);
     const cursors = await admin(stack, "/admin/cursors");
     expect(cursors.body.items).toMatchObject([{ openKfId: KFID, cursor: expect.any(String) }]);
+    // every pull passed the callback's Token (without one WeCom rate-limits sync_msg hard)
+    expect(stack.wecom.syncCalls.length).toBeGreaterThan(0);
+    expect(stack.wecom.syncCalls.every((c) => c.withToken && c.openKfId === KFID)).toBe(true);
   });
 
   it("follows has_more across small pages and empty pages", async () => {

@@ -253,6 +253,8 @@ export class WeComSimulator {
   readonly sent: WeComSimSent[] = [];
   /** Every request served (path without query), in order of completion. */
   readonly requests: WeComSimRequest[] = [];
+  /** Every accepted kf/sync_msg call: whether it carried a (valid) callback Token. */
+  readonly syncCalls: { openKfId: string; withToken: boolean; at: number }[] = [];
 
   private constructor(opts: WeComSimOptions) {
     if (!opts.corpId) throw new Error("corpId is required");
@@ -837,11 +839,13 @@ export class WeComSimulator {
       throw new SimApiError(40058, "invalid Request Parameter, voice_format must be 0 or 1");
     }
     const now = this.#now();
-    if (b.token !== undefined && b.token !== null && b.token !== "") {
+    const withToken = b.token !== undefined && b.token !== null && b.token !== "";
+    if (withToken) {
       if (typeof b.token !== "string" || utf8Length(b.token) > KF_TOKEN_MAX_BYTES || !this.#kf.callbackTokenValid(b.token, now)) {
         throw new SimApiError(95007, "invalid msg token");
       }
     }
+    this.syncCalls.push({ openKfId: scope ?? "", withToken, at: now });
     let after = 0;
     if (b.cursor !== undefined && b.cursor !== null && b.cursor !== "") {
       const seq = typeof b.cursor === "string" && utf8Length(b.cursor) <= KF_CURSOR_MAX_BYTES ? this.#kf.parseCursor(scope, b.cursor) : undefined;
