@@ -140,6 +140,16 @@ describe("KF", () => {
     expect(stack.wecom.syncCalls.every((c) => c.withToken && c.openKfId === KFID)).toBe(true);
   });
 
+  it("one pull at a time per account, however many callbacks arrive", async () => {
+    stack = await startStack();
+    stack.wecom.setDelay("kf/sync_msg", 80);
+    await Promise.all(["a", "b", "c", "d", "e"].map((t) => stack?.wecom.kfCustomerSends(KFID, "wmCONC", { msgtype: "text", text: { content: t } })));
+    const got = await stack.omni.waitFor(5, 10_000);
+    expect(new Set(got.map((g) => g.body.Content))).toEqual(new Set(["a", "b", "c", "d", "e"]));
+    const calls = stack.wecom.syncCalls.map((c) => c.at);
+    for (let i = 1; i < calls.length; i++) expect((calls[i] as number) - (calls[i - 1] as number)).toBeGreaterThanOrEqual(75);
+  });
+
   it("follows has_more across small pages and empty pages", async () => {
     stack = await startStack({ config: (c) => (c.kf = { pageSize: 2 }) });
     for (let i = 0; i < 5; i++) await stack.wecom.kfCustomerSends(KFID, "wmPAGE", { msgtype: "text", text: { content: `m${i}` } }, { callback: false });
