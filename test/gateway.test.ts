@@ -117,6 +117,8 @@ describe("bad input changes nothing", () => {
     expect(big.status).toBe(413);
     const unknown = await fetch(`${stack.gw.url}/wecom/app/nope?${ok.query}`, { method: "POST", body: ok.body });
     expect(unknown.status).toBe(404);
+    const badPath = await fetch(`${stack.gw.url}/wecom/app/%E0%A4%A?${ok.query}`, { method: "POST", body: ok.body });
+    expect(badPath.status).toBe(400);
     const msgs = await admin(stack, "/admin/messages");
     expect(msgs.body.items).toEqual([]);
     const outbox = await admin(stack, "/admin/outbox?state=pending,inflight,done,dead");

@@ -174,15 +174,20 @@ export class Gateway {
 
   /** Route one request. */
   async handle(req: GatewayRequest): Promise<GatewayResponse> {
-    const parts = req.path.split("/").filter(Boolean);
+    let parts: string[];
     try {
-      if (parts[0] === "wecom" && parts[1] === "app" && parts.length === 3) return await this.appCallback(decodeURIComponent(parts[2] as string), req);
-      if (parts[0] === "wecom" && parts[1] === "bot" && parts.length === 3) return await this.botCallback(decodeURIComponent(parts[2] as string), req);
+      parts = req.path.split("/").filter(Boolean).map(decodeURIComponent);
+    } catch {
+      return error(400, "bad_path", "the path is not valid percent-encoding");
+    }
+    try {
+      if (parts[0] === "wecom" && parts[1] === "app" && parts.length === 3) return await this.appCallback(parts[2] as string, req);
+      if (parts[0] === "wecom" && parts[1] === "bot" && parts.length === 3) return await this.botCallback(parts[2] as string, req);
       if (req.path === "/archive/push") return await this.archivePush(req);
       if (req.path === "/healthz") return json(200, { status: "ok" });
       if (req.path === "/readyz") return (await this.store.ping()) ? json(200, { status: "ready", store: this.store.engine }) : json(503, { status: "store unreachable" });
       if (req.path === "/metrics") return { status: 200, headers: { "content-type": this.metrics.registry.contentType }, body: await this.metrics.registry.metrics() };
-      if (parts[0] === "media" && parts.length === 3) return await this.mediaFile(decodeURIComponent(parts[1] as string), parts[2] as string, req);
+      if (parts[0] === "media" && parts.length === 3) return await this.mediaFile(parts[1] as string, parts[2] as string, req);
       if (parts[0] === "admin") return await this.admin(parts.slice(1), req);
       return error(404, "not_found", `no route for ${req.method} ${req.path}`);
     } catch (e) {
