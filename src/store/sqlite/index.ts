@@ -122,6 +122,12 @@ class LaneCache {
   }
 }
 
+/** The SQL conditions whose value is given (not undefined), and their arguments in order. */
+function conditions(pairs: [sql: string, value: unknown][]): { where: string[]; args: unknown[] } {
+  const given = pairs.filter(([, v]) => v !== undefined);
+  return { where: given.map(([sql]) => sql), args: given.map(([, v]) => v) };
+}
+
 /** Options of {@link SqliteStore}. */
 export interface SqliteStoreOptions {
   /** Database file, or ":memory:". */
@@ -455,43 +461,23 @@ export class SqliteStore implements Store {
   }
 
   async listMessages(filter: MessageFilter, page: Page): Promise<StoredMessage[]> {
-    const where: string[] = ["seq < ?"];
-    const args: unknown[] = [page.before ?? Number.MAX_SAFE_INTEGER];
-    if (filter.tenant !== undefined) {
-      where.push("tenant = ?");
-      args.push(filter.tenant);
-    }
-    if (filter.channel !== undefined) {
-      where.push("channel = ?");
-      args.push(filter.channel);
-    }
-    if (filter.conversationId !== undefined) {
-      where.push("conversation_id = ?");
-      args.push(filter.conversationId);
-    }
-    if (filter.since !== undefined) {
-      where.push("time >= ?");
-      args.push(filter.since);
-    }
-    if (filter.until !== undefined) {
-      where.push("time < ?");
-      args.push(filter.until);
-    }
+    const { where, args } = conditions([
+      ["seq < ?", page.before ?? Number.MAX_SAFE_INTEGER],
+      ["tenant = ?", filter.tenant],
+      ["channel = ?", filter.channel],
+      ["conversation_id = ?", filter.conversationId],
+      ["time >= ?", filter.since],
+      ["time < ?", filter.until],
+    ]);
     const rows = this.db.prepare(`SELECT * FROM messages WHERE ${where.join(" AND ")} ORDER BY seq DESC LIMIT ?`).all(...args, page.limit) as Row[];
     return rows.map(messageFromRow);
   }
 
   async listConversations(page: Page & { tenant?: string; channel?: Channel }): Promise<ConversationSummary[]> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (page.tenant !== undefined) {
-      where.push("tenant = ?");
-      args.push(page.tenant);
-    }
-    if (page.channel !== undefined) {
-      where.push("channel = ?");
-      args.push(page.channel);
-    }
+    const { where, args } = conditions([
+      ["tenant = ?", page.tenant],
+      ["channel = ?", page.channel],
+    ]);
     const having = page.before === undefined ? "" : "HAVING max(seq) < ?";
     if (page.before !== undefined) args.push(page.before);
     const rows = this.db
