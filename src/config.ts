@@ -11,8 +11,11 @@
  * @module
  */
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { dirname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 import { BridgeError } from "./errors.js";
+import { jsonSyntaxError } from "./json-error.js";
 import { parseEncodingAESKey } from "./wecom/crypto.js";
 
 /** An invalid configuration: `problems` lists one line per wrong field. */
@@ -61,6 +64,19 @@ const botSchema = z.strictObject({
   placeholder: z.string().max(20480).default(""),
 });
 
+const retentionDays = z.number().positive();
+
+/** True for an IPv4 or IPv6 address, optionally with a `/prefix`. */
+export function isAddressOrCidr(s: string): boolean {
+  const [addr, prefix, extra] = s.split("/");
+  if (extra !== undefined || addr === undefined) return false;
+  const v = isIP(addr);
+  if (v === 0) return false;
+  if (prefix === undefined) return true;
+  if (!/^\d{1,3}$/.test(prefix)) return false;
+  return Number(prefix) <= (v === 4 ? 32 : 128);
+}
+
 /** The configuration schema (defaults included). */
 export const configSchema = z.strictObject({
   listen: z.strictObject({ host: z.string().default("127.0.0.1"), port: z.number().int().min(0).max(65535).default(8080) }).default({ host: "127.0.0.1", port: 8080 }),
@@ -104,8 +120,10 @@ export const configSchema = z.strictObject({
       firstPullGraceSec: z.number().int().min(0).default(60),
       /** sync_msg page size (limit), 1..1000. */
       pageSize: z.number().int().min(1).max(1000).default(1000),
+      /** Pull every known account this often, seconds, in case a callback was lost; 0 disables. */
+      pollIntervalSec: z.number().int().min(0).default(300),
     })
-    .default({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000 }),
+    .default({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000, pollIntervalSec: 300 }),
   delivery: z
     .strictObject({
       maxAttempts: z.number().int().min(1).default(12),
@@ -113,14 +131,36 @@ export const configSchema = z.strictObject({
       maxDelayMs: z.number().int().min(1).default(5 * 60 * 1000),
       concurrency: z.number().int().min(1).max(256).default(8),
       timeoutMs: z.number().int().min(100).default(10_000),
+      /** How long a media fetch that fails for a non-final reason is retried, seconds. */
+      mediaDeadlineSec: z.number().int().min(0).default(600),
     })
-    .default({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300_000, concurrency: 8, timeoutMs: 10_000 }),
+    .default({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300_000, concurrency: 8, timeoutMs: 10_000, mediaDeadlineSec: 600 }),
   limits: z
     .strictObject({
       /** Largest callback body accepted, bytes. */
       bodyBytes: z.number().int().min(1024).default(256 * 1024),
+      /** Largest media file downloaded from WeCom, bytes (WeCom's largest file is 20 MB). */
+      mediaBytes: z.number().int().min(1024).default(20 * 1024 * 1024),
+      /** Request headers must arrive within this, ms. */
+      headersTimeoutMs: z.number().int().min(100).default(10_000),
+      /** The whole request must arrive within this, ms. */
+      requestTimeoutMs: z.number().int().min(100).default(30_000),
+      /** Most sockets open at once. */
+      maxConnections: z.number().int().min(1).default(10_000),
     })
-    .default({ bodyBytes: 256 * 1024 }),
+    .default({ bodyBytes: 256 * 1024, mediaBytes: 20 * 1024 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, maxConnections: 10_000 }),
+  /** Addresses or CIDRs of the reverse proxies whose X-Forwarded-For is believed; empty: none. */
+  trustProxy: z.array(z.string().refine(isAddressOrCidr, { message: "must be an IPv4/IPv6 address or CIDR" })).default([]),
+  retention: z
+    .strictObject({
+      /** Days messages and finished outbox entries are kept: a number, or per channel with a `default`. */
+      days: z.union([retentionDays, z.strictObject({ default: retentionDays.default(30), app: retentionDays.optional(), kf: retentionDays.optional(), bot: retentionDays.optional(), archive: retentionDays.optional() })]).default(30),
+      /** How often the pruner runs, seconds. */
+      intervalSec: z.number().int().min(1).default(60),
+      /** Rows deleted per transaction. */
+      batchSize: z.number().int().min(1).max(10_000).default(500),
+    })
+    .default({ days: 30, intervalSec: 60, batchSize: 500 }),
 });
 
 /** A validated configuration, defaults applied. */
@@ -197,7 +237,20 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Config {
 }
 
 /**
- * Read and validate a JSON configuration file, with environment overrides.
+ * Resolve the relative paths of a configuration (`store` when `sqlite:PATH`, `mediaDir`) against
+ * `base`, so that a service started from `/` finds the files next to its configuration.
+ */
+export function resolvePaths(cfg: Config, base: string): Config {
+  const abs = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
+  const out = { ...cfg, mediaDir: abs(cfg.mediaDir) };
+  if (cfg.store.startsWith("sqlite:") && cfg.store !== "sqlite::memory:") out.store = `sqlite:${abs(cfg.store.slice("sqlite:".length))}`;
+  return out;
+}
+
+/**
+ * Read and validate a JSON configuration file, with environment overrides. Relative paths in it
+ * are resolved against the file's folder. Errors name the file, the line and the column, never
+ * the text: a configuration holds secrets.
  * @throws ConfigError when the file cannot be read, is not JSON, or has wrong fields
  */
 export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
@@ -207,11 +260,13 @@ export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): 
   } catch (e) {
     throw new ConfigError([`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? "error"})`]);
   }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   let raw: unknown;
   try {
     raw = JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError([`${path}: not valid JSON (${(e as Error).message.split("\n")[0]})`]);
+  } catch {
+    const at = jsonSyntaxError(text);
+    throw new ConfigError([`${path}: not valid JSON${at ? ` at line ${at.line}, column ${at.column}: ${at.reason}` : ""}`]);
   }
-  return parseConfig(raw, env);
+  return resolvePaths(parseConfig(raw, env), dirname(resolve(path)));
 }

@@ -10,11 +10,7 @@ import { BridgeError } from "../errors.js";
 import { encodeKfSyncMsgRequest, type KfSyncMsgRequestInput } from "../wecom/kf/encode.js";
 import { decodeKfSyncMsg, type KfSyncMsgResponse } from "../wecom/kf/decode.js";
 import type { Store } from "../store/types.js";
-
-/** errcodes that mean the access token is bad: refresh once and retry. */
-export const TOKEN_ERRCODES = new Set([40014, 42001]);
-/** errcodes worth retrying later. */
-export const RETRYABLE_ERRCODES = new Set([-1, 45009, 45033]);
+import { classifyWeComFailure, type WeComErrorClass } from "../wecom/errcodes.js";
 
 /** WeCom answered with a non-zero errcode, or could not be reached. */
 export class WeComApiError extends BridgeError {
@@ -22,20 +18,27 @@ export class WeComApiError extends BridgeError {
   readonly errcode: number;
   /** The API path, e.g. `kf/sync_msg`. */
   readonly api: string;
-  /** True when trying again later may succeed. */
+  /** HTTP status of the answer; undefined when none came (network error, timeout). */
+  readonly httpStatus: number | undefined;
+  /** What the failure means (see `wecom/errcodes.ts`): transient, token, configuration or final. */
+  readonly kind: WeComErrorClass;
+  /** True when trying again later may succeed (every class but `final`). */
   readonly retryable: boolean;
 
   /**
    * @param api the API path
    * @param errcode WeCom's errcode, or 0 for HTTP/network failures
    * @param message one readable line, free of secrets
-   * @param retryable whether a later try may succeed
+   * @param httpStatus the answer's HTTP status; undefined when no answer came
+   * @param kind the class, when the caller knows better than the errcode (e.g. an oversized file is final)
    */
-  constructor(api: string, errcode: number, message: string, retryable: boolean) {
-    super(errcode === 0 ? "wecom_unreachable" : `wecom_${errcode}`, `${api}: ${errcode !== 0 ? `errcode ${errcode} ` : ""}${message}`);
+  constructor(api: string, errcode: number, message: string, httpStatus: number | undefined, kind?: WeComErrorClass) {
+    super(errcode === 0 ? (httpStatus === undefined ? "wecom_unreachable" : "wecom_http") : `wecom_${errcode}`, `${api}: ${errcode !== 0 ? `errcode ${errcode} ` : ""}${message}`);
     this.errcode = errcode;
     this.api = api;
-    this.retryable = retryable;
+    this.httpStatus = httpStatus;
+    this.kind = kind ?? classifyWeComFailure(httpStatus === undefined ? { api, errcode, network: true } : { api, errcode, httpStatus });
+    this.retryable = this.kind !== "final";
   }
 }
 
@@ -98,24 +101,24 @@ export class WeComClient {
       return await fetch(url, { ...init, signal: AbortSignal.timeout(this.#o.timeoutMs) });
     } catch (e) {
       this.onResult?.(api, -2);
-      throw new WeComApiError(api, 0, `request failed (${(e as Error).name === "TimeoutError" ? "timeout" : "network error"})`, true);
+      throw new WeComApiError(api, 0, `request failed (${(e as Error).name === "TimeoutError" ? "timeout" : "network error"})`, undefined);
     }
   }
 
   async #json(api: string, res: Response): Promise<Record<string, unknown>> {
-    if (res.status >= 500) throw new WeComApiError(api, 0, `HTTP ${res.status}`, true);
+    if (res.status >= 500) throw new WeComApiError(api, 0, `HTTP ${res.status}`, res.status);
     let body: unknown;
     try {
       body = await res.json();
     } catch {
-      throw new WeComApiError(api, 0, `HTTP ${res.status} with a body that is not JSON`, res.status >= 500);
+      throw new WeComApiError(api, 0, `HTTP ${res.status} with a body that is not JSON`, res.status);
     }
-    if (typeof body !== "object" || body === null) throw new WeComApiError(api, 0, "answer is not a JSON object", false);
+    if (typeof body !== "object" || body === null) throw new WeComApiError(api, 0, "answer is not a JSON object", res.status, "final");
     const errcode = Number((body as { errcode?: unknown }).errcode ?? 0);
     this.onResult?.(api, errcode);
     if (errcode !== 0) {
       const errmsg = String((body as { errmsg?: unknown }).errmsg ?? "").split(",")[0] ?? "";
-      throw new WeComApiError(api, errcode, errmsg, RETRYABLE_ERRCODES.has(errcode));
+      throw new WeComApiError(api, errcode, errmsg, res.status);
     }
     return body as Record<string, unknown>;
   }
@@ -145,7 +148,7 @@ export class WeComClient {
       const url = `${this.#o.apiBase}/cgi-bin/gettoken?corpid=${encodeURIComponent(c.corpId)}&corpsecret=${encodeURIComponent(c.secret)}`;
       const body = await this.#json("gettoken", await this.#fetch("gettoken", url, { method: "GET" }));
       const token = String(body.access_token ?? "");
-      if (token === "") throw new WeComApiError("gettoken", 0, "answer has no access_token", false);
+      if (token === "") throw new WeComApiError("gettoken", 0, "answer has no access_token", 200, "final");
       const expiresAt = this.#o.now() + Number(body.expires_in ?? 7200) * 1000;
       this.#memory.set(key, { token, expiresAt });
       await this.#o.store.putToken({ tenant: c.corpId, key, token, expiresAt });
@@ -171,7 +174,7 @@ export class WeComClient {
     try {
       return await call(await this.token(c));
     } catch (e) {
-      if (e instanceof WeComApiError && TOKEN_ERRCODES.has(e.errcode)) {
+      if (e instanceof WeComApiError && e.kind === "token") {
         await this.invalidate(c);
         return call(await this.token(c, true));
       }
@@ -205,9 +208,9 @@ export class WeComClient {
       const type = res.headers.get("content-type") ?? "application/octet-stream";
       if (type.includes("json") || type.startsWith("text/plain")) {
         await this.#json("media/get", res); // throws WeCom's errcode
-        throw new WeComApiError("media/get", 0, "answer is JSON, not a file", false);
+        throw new WeComApiError("media/get", 0, "answer is JSON, not a file", res.status, "final");
       }
-      if (res.status !== 200) throw new WeComApiError("media/get", 0, `HTTP ${res.status}`, res.status >= 500);
+      if (res.status !== 200) throw new WeComApiError("media/get", 0, `HTTP ${res.status}`, res.status);
       this.onResult?.("media/get", 0);
       const file: MediaFile = { bytes: Buffer.from(await res.arrayBuffer()), contentType: type };
       const name = fileNameOf(res.headers.get("content-disposition"));
@@ -219,7 +222,7 @@ export class WeComClient {
   /** Download a URL (an AI bot's encrypted media URL); the bytes are returned as sent. */
   async download(url: string): Promise<MediaFile> {
     const res = await this.#fetch("bot/media", url, { method: "GET" });
-    if (res.status !== 200) throw new WeComApiError("bot/media", 0, `HTTP ${res.status}`, res.status >= 500 || res.status === 429);
+    if (res.status !== 200) throw new WeComApiError("bot/media", 0, `HTTP ${res.status}`, res.status);
     const file: MediaFile = { bytes: Buffer.from(await res.arrayBuffer()), contentType: res.headers.get("content-type") ?? "application/octet-stream" };
     const name = fileNameOf(res.headers.get("content-disposition"));
     if (name !== undefined) file.fileName = name;

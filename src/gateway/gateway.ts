@@ -5,6 +5,7 @@
  * @module
  */
 import { createHash, createHmac } from "node:crypto";
+import type { Readable } from "node:stream";
 import { OmniClient } from "../clients/omni.js";
 import { WeComClient, type WeComCredentials } from "../clients/wecom.js";
 import type { AppConfig, BotConfig, Config } from "../config.js";
@@ -36,11 +37,11 @@ export interface GatewayRequest {
   remoteAddress?: string;
 }
 
-/** An answer. */
+/** An answer. A `Readable` body (a media file) is streamed to the client. */
 export interface GatewayResponse {
   status: number;
   headers?: Record<string, string>;
-  body: string | Buffer;
+  body: string | Buffer | Readable;
 }
 
 /** Options of {@link Gateway}. */

@@ -23,6 +23,12 @@ export class Metrics {
   readonly deliveryFailures = new Counter({ name: "wecom_bridge_delivery_failures_total", help: "Failed outbox attempts by kind", labelNames: ["kind"], registers: [this.registry] });
   /** WeCom API answers by api and errcode. */
   readonly wecomErrcodes = new Counter({ name: "wecom_bridge_wecom_errcodes_total", help: "WeCom API answers by api and errcode", labelNames: ["api", "errcode"], registers: [this.registry] });
+  /** WeCom answers of the configuration class (60020, 40013, …): an operator must act. */
+  readonly wecomConfigErrors = new Counter({ name: "wecom_bridge_wecom_config_errors_total", help: "WeCom answers an operator must fix (untrusted IP, wrong corpId or secret, unknown open_kfid, API not authorised)", labelNames: ["api", "errcode"], registers: [this.registry] });
+  /** Failed KF pulls by class of failure. */
+  readonly kfPullErrors = new Counter({ name: "wecom_bridge_kf_pull_errors_total", help: "Failed KF pulls by class (transient, token, configuration, final)", labelNames: ["class"], registers: [this.registry] });
+  /** Rows and files removed by retention and erasure. */
+  readonly retentionDeleted = new Counter({ name: "wecom_bridge_retention_deleted_total", help: "Rows and files removed by retention, purge and erase", labelNames: ["what"], registers: [this.registry] });
   /** Callback handling time. */
   readonly callbackSeconds = new Histogram({
     name: "wecom_bridge_callback_duration_seconds",

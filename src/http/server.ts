@@ -103,7 +103,14 @@ export async function startHttpServer(gateway: Gateway, options: HttpServerOptio
     if (req.socket.remoteAddress !== undefined) request.remoteAddress = req.socket.remoteAddress;
     const r = await gateway.handle(request);
     res.writeHead(r.status, r.headers);
-    res.end(r.body);
+    if (typeof r.body === "string" || Buffer.isBuffer(r.body)) {
+      res.end(r.body);
+      return;
+    }
+    const stream = r.body;
+    stream.on("error", () => res.destroy());
+    res.on("close", () => stream.destroy());
+    stream.pipe(res);
   };
   const server = createServer((req, res) => {
     handler(req, res).catch(() => {

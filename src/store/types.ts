@@ -159,6 +159,43 @@ export type OutboxOutcome =
   | { state: "pending"; nextAttemptAt: number; error: string; countAttempt?: boolean }
   | { state: "dead"; error: string };
 
+/** What {@link Store.pruneBatch} may remove: everything strictly older than these times (ms). */
+export interface PruneCutoffs {
+  /**
+   * Messages received before this, by channel (every channel is given), go, with their outbox
+   * entries in state `done`. A message with an entry that is pending, in flight or dead stays.
+   */
+  messagesBefore: Record<Channel, number>;
+  /** Ledger keys first seen before this, by channel, go (the caller keeps them ≥ 4 days). */
+  ledgerBefore: Record<Channel, number>;
+  /** Session-archive pushes received before this go. */
+  archiveBefore: number;
+  /**
+   * Media rows (and so their files) go when created before this, and their message's `omni`
+   * entry finished (`done`) before it too (its links, signed at delivery, have expired): the
+   * caller passes now - mediaLinkTtlSec. Media of a message with a live entry stays.
+   */
+  mediaBefore: number;
+  /** Outbox entries without a message (none today) in state `done` updated before this go. */
+  outboxBefore: number;
+}
+
+/** What one {@link Store.pruneBatch} or {@link Store.eraseConversation} removed. */
+export interface PruneResult {
+  messages: number;
+  outbox: number;
+  ledger: number;
+  archive: number;
+  /** Media rows removed: the caller deletes their files. */
+  media: MediaRow[];
+}
+
+/** A KF account in the admin listing: its pull state and its paging key. */
+export interface KfCursorListItem extends KfCursor {
+  /** Stable paging key (newest account first). */
+  id: number;
+}
+
 /** The store. Methods are async so that a networked engine can implement them. */
 export interface Store {
   /** Engine name, for logs and /readyz. */
@@ -180,7 +217,10 @@ export interface Store {
   getKfCursor(tenant: string, openKfId: string): Promise<KfCursor | undefined>;
   /** Remember when a KF account was first seen (no-op when already known); returns the state. */
   touchKfAccount(tenant: string, openKfId: string, firstSeenAt: number): Promise<KfCursor>;
-  listKfCursors(page: Page): Promise<KfCursor[]>;
+  /** KF accounts, newest first, paged by `id` like the other listings. */
+  listKfCursors(page: Page): Promise<KfCursorListItem[]>;
+  /** Every known KF account of a tenant (catch-up and periodic pulls). */
+  listKfAccounts(tenant: string): Promise<string[]>;
 
   /**
    * Claim due entries of these kinds: at most one per (kind, conversation), the oldest, and only
@@ -210,4 +250,25 @@ export interface Store {
 
   putMedia(row: MediaRow): Promise<void>;
   getMedia(tenant: string, id: string): Promise<MediaRow | undefined>;
+
+  /**
+   * Remove at most about `limit` rows of each kind that are past their cutoff, in one short
+   * transaction. Pending, in-flight and dead outbox entries (and their messages and media) stay.
+   * Call again while it removes anything.
+   */
+  pruneBatch(cutoffs: PruneCutoffs, limit: number): Promise<PruneResult>;
+  /**
+   * Erase a conversation (a data subject's request): its messages, outbox entries (whatever
+   * their state) and media rows go; the ledger keys stay (they hold no content), so a retry of
+   * one of its items is still recognised and not stored again.
+   */
+  eraseConversation(conversationId: string, tenant?: string): Promise<PruneResult>;
+  /** Remove dead letters (all, or those last updated before `before` ms); returns how many. */
+  purgeDead(before?: number): Promise<number>;
+
+  /**
+   * A named value kept in the store (e.g. the generated media-link secret): the stored one, or
+   * `create()` stored atomically when there is none (concurrent callers get the same value).
+   */
+  getOrCreateSetting(name: string, create: () => string): Promise<string>;
 }
