@@ -116,12 +116,12 @@ export function jsonSyntaxError(text: string): JsonSyntaxError | undefined {
         fail("expected ',' or ']'");
       }
     }
-    if (c === '"') return string();
-    if (c === "t") return literal("true");
-    if (c === "f") return literal("false");
-    if (c === "n") return literal("null");
-    if (c === "-" || (c !== undefined && c >= "0" && c <= "9")) return number();
-    fail("expected a value");
+    if (c === '"') string();
+    else if (c === "t") literal("true");
+    else if (c === "f") literal("false");
+    else if (c === "n") literal("null");
+    else if (c === "-" || (c !== undefined && c >= "0" && c <= "9")) number();
+    else fail("expected a value");
   };
   try {
     if (text.charCodeAt(0) === 0xfeff) i = 1;
