@@ -2,7 +2,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import fc from "fast-check";
 import { ConfigError, loadConfig, parseConfig } from "../src/config.js";
+import { jsonSyntaxError } from "../src/json-error.js";
 
 const AES = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
 
@@ -39,8 +41,8 @@ describe("config", () => {
     const c = parseConfig(exampleConfig());
     expect(c.omni.baseUrl).toBe("http://127.0.0.1:9000");
     expect(c.wecom.apps[0]?.kf).toBe(true);
-    expect(c.delivery).toEqual({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300000, concurrency: 8, timeoutMs: 10000 });
-    expect(c.kf).toEqual({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000 });
+    expect(c.delivery).toEqual({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300000, concurrency: 8, timeoutMs: 10000, mediaDeadlineSec: 600 });
+    expect(c.kf).toEqual({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000, pollIntervalSec: 300 });
     expect(c.wecom.callbackWindowSec).toBe(300);
     expect(c.wecom.bots[0]?.placeholder).toBe("");
   });
@@ -99,5 +101,109 @@ describe("config", () => {
     writeFileSync(bad, "{ nope");
     expect(() => loadConfig(bad, {})).toThrow(/not valid JSON/);
     expect(() => loadConfig(join(dir, "missing.json"), {})).toThrow(/cannot read \(ENOENT\)/);
+  });
+
+  it("a file that is not JSON is named by line and column, and its text is never quoted", () => {
+    const dir = mkdtempSync(join(tmpdir(), "wb-config-"));
+    const file = join(dir, "bridge.json");
+    // the kind of typo that made V8 quote the secret: a value without quotes
+    const text = JSON.stringify(exampleConfig(), null, 2).replace('"secret": "omni-secret"', '"secret": omnisecret');
+    writeFileSync(file, text);
+    const line = text.split("\n").findIndex((l) => l.includes("omnisecret")) + 1;
+    const column = (text.split("\n")[line - 1] as string).indexOf("omnisecret") + 1;
+    let message = "";
+    try {
+      loadConfig(file, {});
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      message = (e as Error).message;
+    }
+    expect(message).toContain(`not valid JSON at line ${line}, column ${column}: expected a value`);
+    expect(message).not.toMatch(/omnisecret|omni-secret|app-secret|apptoken/);
+  });
+
+  it.each([
+    ["{", 1, 2, "unexpected end of the file"],
+    ['{"a": 1,}', 1, 9, "expected a double-quoted property name"],
+    ['{"a" 1}', 1, 6, "expected ':' after a property name"],
+    ['{"a": "x\u0001"}', 1, 9, "control character in a string"],
+    ['{\n  "a": [1, 2\n}', 3, 1, "expected ',' or ']'"],
+    ['{"a": 1} x', 1, 10, "unexpected text after the end"],
+    ['{"a": 01}', 1, 8, "expected ',' or '}'"],
+  ])("jsonSyntaxError(%j) is line %i, column %i", (text, line, column, reason) => {
+    expect(() => JSON.parse(text)).toThrow();
+    expect(jsonSyntaxError(text)).toEqual({ line, column, reason });
+  });
+
+  it("jsonSyntaxError finds nothing wrong in valid JSON", () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.boolean(), (v, pretty) => {
+        expect(jsonSyntaxError(JSON.stringify(v, null, pretty ? 2 : undefined))).toBeUndefined();
+      }),
+    );
+  });
+
+  it("no configuration error prints the value of any field", () => {
+    const marker = "Zq9sEcReTvAlUe";
+    // a wrong value in every field, each carrying the marker where it can (an unknown key's name
+    // is named in its error: names are not values)
+    const wrong: unknown[] = [marker, `${marker}:`, 12, -1, true, [marker], { default: marker, app: [marker] }, null];
+    const paths: (string | number)[][] = [
+      ["adminToken"],
+      ["publicUrl"],
+      ["store"],
+      ["mediaSecret"],
+      ["mediaDir"],
+      ["listen", "port"],
+      ["trustProxy"],
+      ["retention", "days"],
+      ["wecom", "corpId"],
+      ["wecom", "apps", 0, "secret"],
+      ["wecom", "apps", 0, "token"],
+      ["wecom", "apps", 0, "encodingAESKey"],
+      ["wecom", "apps", 0, "name"],
+      ["wecom", "bots", 0, "encodingAESKey"],
+      ["archive", "secret"],
+      ["archive", "allowIps"],
+      ["omni", "secret"],
+      ["omni", "baseUrl"],
+      ["omni", "pathPrefix"],
+      ["kf", "pollIntervalSec"],
+      ["limits", "mediaBytes"],
+    ];
+    for (const path of paths) {
+      for (const value of wrong) {
+        const raw = exampleConfig();
+        let o: any = raw;
+        for (const k of path.slice(0, -1)) o = o[k] ??= {};
+        o[path[path.length - 1] as string] = value;
+        const p = problems(raw).join("\n");
+        expect(p, `${path.join(".")} = ${JSON.stringify(value)}`).not.toContain(marker.slice(0, 8));
+      }
+    }
+  });
+
+  it("loadConfig resolves relative paths against the file's folder, not the working directory", () => {
+    const dir = mkdtempSync(join(tmpdir(), "wb-config-"));
+    const file = join(dir, "bridge.json");
+    writeFileSync(file, JSON.stringify({ ...exampleConfig(), store: "sqlite:./data/bridge.db", mediaDir: "media" }));
+    const c = loadConfig(file, {});
+    expect(c.store).toBe(`sqlite:${join(dir, "data", "bridge.db")}`);
+    expect(c.mediaDir).toBe(join(dir, "media"));
+    writeFileSync(file, JSON.stringify({ ...exampleConfig(), store: "sqlite:/var/lib/wb/bridge.db", mediaDir: "/var/lib/wb/media" }));
+    expect(loadConfig(file, {})).toMatchObject({ store: "sqlite:/var/lib/wb/bridge.db", mediaDir: "/var/lib/wb/media" });
+  });
+
+  it("the new limits, proxy and retention settings have their documented defaults and checks", () => {
+    const c = parseConfig(exampleConfig());
+    expect(c.limits).toEqual({ bodyBytes: 262144, mediaBytes: 20971520, headersTimeoutMs: 10000, requestTimeoutMs: 30000, maxConnections: 10000 });
+    expect(c.trustProxy).toEqual([]);
+    expect(c.retention).toEqual({ days: 30, intervalSec: 60, batchSize: 500 });
+    expect(c.kf.pollIntervalSec).toBe(300);
+    expect(c.delivery.mediaDeadlineSec).toBe(600);
+    expect(parseConfig({ ...exampleConfig(), retention: { days: { archive: 365, default: 30 } } }).retention.days).toEqual({ archive: 365, default: 30 });
+    expect(parseConfig({ ...exampleConfig(), trustProxy: ["10.0.0.0/8", "127.0.0.1", "::1", "fd00::/8"] }).trustProxy).toHaveLength(4);
+    expect(problems({ ...exampleConfig(), trustProxy: ["10.0.0.0/33"] })).toEqual([expect.stringMatching(/^trustProxy\[0\]: must be an IPv4\/IPv6 address or CIDR/)]);
+    expect(problems({ ...exampleConfig(), retention: { days: { archive: 365, other: 1 } } })).not.toEqual([]);
   });
 });

@@ -485,7 +485,8 @@ describe("KF decode: origin, addresses, ids, time", () => {
     expect(m.servicerUserId).toBe("zhangsan");
     expect(m.openKfId).toBe(KFID);
     expect(m.externalUserId).toBeUndefined();
-    expect(m.conversationId).toBe(`kf:${CORP}:${KFID}:`);
+    // account-level: the account's own address, never a customer-less customer address
+    expect(m.conversationId).toBe(`kf:${CORP}:${KFID}`);
   });
 
   it("an unexpected origin is 'unknown' with its code kept", () => {
@@ -501,7 +502,7 @@ describe("KF decode: origin, addresses, ids, time", () => {
     expect(m.time).toBe(num(item, "send_time") * 1000);
     expect(m.corpId).toBe(CORP);
     const ext = (item.external_userid as string | undefined) ?? (at(item, "event", "external_userid") as string | undefined) ?? "";
-    expect(m.conversationId).toBe(`kf:${CORP}:${KFID}:${ext}`);
+    expect(m.conversationId).toBe(ext ? `kf:${CORP}:${KFID}:${ext}` : `kf:${CORP}:${KFID}`);
   });
 
   it("the conversationId changes with the corpId", () => {

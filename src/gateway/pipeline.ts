@@ -11,8 +11,18 @@ import type { IngestItem, IngestResult, OutboxInsert, Store } from "../store/typ
 import type { MediaJob, MediaSource, OmniJob } from "./delivery.js";
 import { mediaRefs } from "./omni-map.js";
 
+/**
+ * True for an item that concerns a KF account rather than a customer (servicer_status_change):
+ * stored under the account's address `kf:{corpId}:{openKfId}` and shown in the admin API, but
+ * not delivered, since the 全媒体 could not answer it.
+ */
+export function isAccountLevel(message: UnifiedMessage): boolean {
+  return message.channel === "kf" && !message.externalUserId;
+}
+
 /** Build the ledger item of a message: its media entries and its 全媒体 delivery. */
 export function messageItem(tenant: string, message: UnifiedMessage, source: MediaSource): IngestItem {
+  if (isAccountLevel(message)) return { tenant, channel: message.channel, key: message.id, message };
   const refs = mediaRefs(message.content);
   const outbox: OutboxInsert[] = refs.map((ref, index) => ({ kind: "media", conversationId: null, payload: { index, ref, source } satisfies MediaJob }));
   outbox.push({ kind: "omni", conversationId: message.conversationId, payload: { mediaCount: refs.length } satisfies OmniJob });

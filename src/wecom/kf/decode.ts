@@ -102,7 +102,8 @@ export function decodeKfItem(item: JsonObject, context: KfDecodeContext = {}): K
     channel: "kf",
     id: msgid,
     corpId,
-    conversationId: `kf:${corpId ?? ""}:${openKfId}:${externalUserId ?? ""}`,
+    // an item without a customer (servicer_status_change) belongs to the account itself
+    conversationId: externalUserId ? `kf:${corpId ?? ""}:${openKfId}:${externalUserId}` : `kf:${corpId ?? ""}:${openKfId}`,
     from,
     to,
     time: sendTime * 1000,
