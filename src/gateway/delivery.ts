@@ -4,18 +4,32 @@
  * its media is in (or known to be unavailable). Per conversation, entries run one at a time and in
  * order. Failures retry with exponential backoff and jitter, and become dead letters after
  * `maxAttempts` (visible in the admin API; `wecom-bridge replay` puts them back).
+ *
+ * Media fetches follow the one classification of WeCom answers (`wecom/errcodes.ts`): a final
+ * answer (40007, a file over `limits.mediaBytes`, a file that does not decrypt) marks the media
+ * unavailable at once; anything else (60020 before the IP is trusted, network errors, 5xx, -1,
+ * 45009, …) is retried with the same backoff for up to `delivery.mediaDeadlineSec` after the entry
+ * was created, however many attempts that takes; then the media is marked unavailable (reason
+ * `deadline`) and the message goes out without it, saying so.
+ *
+ * Meanwhile the message's `omni` entry, the head of its conversation's lane, waits, and the
+ * conversation's later messages wait behind it (order first). The wait costs nothing: the entry
+ * stays claimed, parked in memory without a concurrency slot, and runs again the moment one of its
+ * message's media entries settles (stored or given up). A parked entry is handed back to the store
+ * before half its lease has passed, so that it is never claimed twice; then it is claimed and
+ * parked again.
  * @module
  */
 import type { OmniClient } from "../clients/omni.js";
-import type { WeComClient, WeComCredentials } from "../clients/wecom.js";
-import { BridgeError } from "../errors.js";
+import { type MediaDownload, WeComApiError, type WeComClient, type WeComCredentials } from "../clients/wecom.js";
+import { BridgeError, WeComCryptoError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { MediaRef } from "../model.js";
 import type { OutboxEntry, OutboxKind, Store } from "../store/types.js";
-import { decryptBotMedia } from "../wecom/crypto.js";
-import { type MediaStore, mediaId } from "./media.js";
+import { CONFIGURATION_HINTS } from "../wecom/errcodes.js";
+import { decryptBotMediaStream, type MediaStore, type MediaUnavailable, mediaId, unavailableOf } from "./media.js";
 import type { Metrics } from "./metrics.js";
-import { mediaRefs, toOmniBody } from "./omni-map.js";
+import { type MediaResolution, mediaRefs, toOmniBody } from "./omni-map.js";
 
 /** Where a media entry fetches from. */
 export type MediaSource = { kind: "wecom"; app: string } | { kind: "bot"; bot: string } | { kind: "none" };
@@ -35,10 +49,13 @@ export interface OmniJob {
 
 /** Backoff and limits. */
 export interface DeliveryPolicy {
+  /** Attempts of an `omni` entry before it becomes a dead letter (media entries go by the deadline instead). */
   maxAttempts: number;
   baseDelayMs: number;
   maxDelayMs: number;
   concurrency: number;
+  /** How long after its entry was created a media fetch failing for a non-final reason is retried, seconds. Default 600. */
+  mediaDeadlineSec?: number;
 }
 
 /** Options of {@link DeliveryWorker}. */
@@ -59,6 +76,8 @@ export interface DeliveryWorkerOptions {
   wakeDelayMs?: number;
   /** Lease of a claimed entry, ms. Default 60 s. */
   leaseMs?: number;
+  /** Largest media file downloaded, bytes (`limits.mediaBytes`). Default 20 MiB. */
+  mediaMaxBytes?: number;
   /** Called after each finished attempt (tests, the sandbox's live log). */
   onAttempt?: (entry: OutboxEntry, outcome: "done" | "retry" | "dead" | "wait", error?: string) => void;
 }
@@ -71,6 +90,19 @@ export function backoffDelay(attempts: number, policy: Pick<DeliveryPolicy, "bas
 
 const KINDS: OutboxKind[] = ["media", "omni"];
 
+/** True when trying again cannot help: WeCom's final answers, an oversized file, a file that does not decrypt. */
+function isFinal(e: unknown): boolean {
+  if (e instanceof WeComApiError) return e.kind === "final";
+  if (e instanceof WeComCryptoError) return true;
+  return e instanceof BridgeError && (e as { retryable?: unknown }).retryable === false;
+}
+
+/** An omni entry waiting in memory for its message's media. */
+interface Parked {
+  entry: OutboxEntry;
+  timer: NodeJS.Timeout;
+}
+
 /** The outbox worker. */
 export class DeliveryWorker {
   readonly #o: DeliveryWorkerOptions;
@@ -81,6 +113,16 @@ export class DeliveryWorker {
   #loop: Promise<void> | undefined;
   #active = 0;
   #notifyTimer: NodeJS.Timeout | undefined;
+  /** Omni entries waiting for media, by message seq. */
+  readonly #parked = new Map<number, Parked[]>();
+  /** Parked entries whose media settled: run them again (they are still claimed). */
+  #resume: OutboxEntry[] = [];
+  /** Counts media entries that settled, so a park can tell whether one settled while it looked. */
+  #settledCount = 0;
+  /** The last configuration problem logged as a warning (logged once per change). */
+  #configProblem: string | undefined;
+  /** Hand-backs under way (stop waits for them before the store closes). */
+  readonly #releasing = new Set<Promise<void>>();
 
   /** @param options what to deliver with */
   constructor(options: DeliveryWorkerOptions) {
@@ -95,13 +137,31 @@ export class DeliveryWorker {
     this.#loop = this.#run();
   }
 
-  /** Stop claiming; waits for attempts in flight. */
+  /** Stop claiming; waits for attempts in flight, then hands waiting entries back to the store. */
   async stop(): Promise<void> {
     this.#running = false;
     if (this.#notifyTimer) clearTimeout(this.#notifyTimer);
     this.#notifyTimer = undefined;
     this.wake();
     await this.#loop;
+    const waiting = [...this.#resume];
+    this.#resume = [];
+    for (const list of this.#parked.values()) {
+      for (const p of list) {
+        clearTimeout(p.timer);
+        waiting.push(p.entry);
+      }
+    }
+    this.#parked.clear();
+    for (const entry of waiting) this.#handBack(entry);
+    await Promise.allSettled([...this.#releasing]);
+  }
+
+  /** How many omni entries wait in memory for their media (tests, the admin view). */
+  get waitingForMedia(): number {
+    let n = this.#resume.length;
+    for (const list of this.#parked.values()) n += list.length;
+    return n;
   }
 
   /**
@@ -135,15 +195,19 @@ export class DeliveryWorker {
   async #run(): Promise<void> {
     const inflight = new Set<Promise<void>>();
     while (this.#running) {
-      const free = this.#o.policy.concurrency - this.#active;
+      let free = this.#o.policy.concurrency - this.#active;
+      // parked entries whose media settled go first: they are claimed already, and head their lane
+      const resumed = free > 0 ? this.#resume.splice(0, free) : [];
+      free -= resumed.length;
       let claimed: OutboxEntry[] = [];
       if (free > 0) {
         try {
-          claimed = await this.#o.store.claimOutbox(KINDS, this.#now(), free, this.#o.leaseMs ?? 60_000);
+          claimed = await this.#o.store.claimOutbox(KINDS, this.#now(), free, this.#leaseMs);
         } catch (e) {
           this.#o.log.error("outbox claim failed", { error: (e as Error).message });
         }
       }
+      claimed = resumed.concat(claimed);
       for (const entry of claimed) {
         this.#active++;
         const p = this.#attempt(entry).finally(() => {
@@ -153,28 +217,93 @@ export class DeliveryWorker {
         });
         inflight.add(p);
       }
-      if (claimed.length === 0 || this.#active >= this.#o.policy.concurrency) {
+      if ((claimed.length === 0 && this.#resume.length === 0) || this.#active >= this.#o.policy.concurrency) {
         const due = await this.#o.store.nextOutboxDue(KINDS).catch(() => undefined);
-        await this.#sleep(due === undefined ? 1000 : due - this.#now());
+        if (this.#resume.length === 0 || this.#active >= this.#o.policy.concurrency) await this.#sleep(due === undefined ? 1000 : due - this.#now());
       }
     }
     await Promise.allSettled(inflight);
   }
 
+  get #leaseMs(): number {
+    return this.#o.leaseMs ?? 60_000;
+  }
+
+  /** Keep a claimed omni entry in memory until one of its message's media settles. */
+  #park(entry: OutboxEntry, settledBefore: number): void {
+    const seq = entry.messageSeq ?? 0;
+    if (this.#settledCount !== settledBefore || !this.#running) {
+      // a media settled while this entry looked (or the worker is stopping): look again at once
+      this.#resume.push(entry);
+      this.wake();
+      return;
+    }
+    // hand it back to the store well before its lease runs out (a claim sets updatedAt to its time)
+    const handBack = Math.max(0, entry.updatedAt + this.#leaseMs / 2 - this.#now());
+    const timer = setTimeout(() => {
+      if (this.#unpark(seq, entry)) this.#handBack(entry);
+    }, handBack);
+    const list = this.#parked.get(seq) ?? [];
+    list.push({ entry, timer });
+    this.#parked.set(seq, list);
+  }
+
+  /** Take a parked entry out of memory; false when it was not parked (any more). */
+  #unpark(seq: number, entry: OutboxEntry): boolean {
+    const list = this.#parked.get(seq);
+    const i = list?.findIndex((p) => p.entry === entry) ?? -1;
+    if (list === undefined || i < 0) return false;
+    clearTimeout(list[i]?.timer);
+    list.splice(i, 1);
+    if (list.length === 0) this.#parked.delete(seq);
+    return true;
+  }
+
+  /**
+   * Give a waiting entry back to the store, due at once and without counting an attempt. When the
+   * store fails, the entry stays in flight until its lease runs out, then is claimed again.
+   */
+  #handBack(entry: OutboxEntry): void {
+    const p = this.#o.store
+      .finishOutbox(entry.id, { state: "pending", nextAttemptAt: this.#now(), error: "waiting for media", countAttempt: false }, this.#now())
+      .then(
+        () => this.wake(),
+        (e) => this.#o.log.error("outbox hand-back failed", { outbox: entry.id, error: (e as Error).message }),
+      )
+      .finally(() => this.#releasing.delete(p));
+    this.#releasing.add(p);
+  }
+
+  /** A media entry of message `seq` settled (stored or given up): its parked omni entry runs again. */
+  #mediaSettled(seq: number | null): void {
+    this.#settledCount++;
+    const list = seq === null ? undefined : this.#parked.get(seq);
+    if (list === undefined || seq === null) return;
+    this.#parked.delete(seq);
+    for (const p of list) {
+      clearTimeout(p.timer);
+      this.#resume.push(p.entry);
+    }
+    this.wake();
+  }
+
   async #attempt(entry: OutboxEntry): Promise<void> {
     const started = performance.now();
     try {
+      const settledBefore = this.#settledCount;
       const waited = entry.kind === "media" ? await this.#fetchMedia(entry) : await this.#deliverOmni(entry);
       if (waited) {
-        await this.#o.store.finishOutbox(entry.id, { state: "pending", nextAttemptAt: this.#now() + 200, error: "waiting for media", countAttempt: false }, this.#now());
+        this.#park(entry, settledBefore);
         this.#o.onAttempt?.(entry, "wait");
         return;
       }
       await this.#o.store.finishOutbox(entry.id, { state: "done" }, this.#now());
       this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "done" });
       this.#o.onAttempt?.(entry, "done");
+      if (entry.kind === "media") this.#mediaSettled(entry.messageSeq);
     } catch (e) {
-      await this.#failed(entry, e);
+      // when even recording the failure fails (the store), the lease brings the entry back later
+      await this.#failed(entry, e).catch((err) => this.#o.log.error("outbox result not recorded", { outbox: entry.id, error: (err as Error).message }));
     } finally {
       this.#o.metrics?.deliverySeconds.observe({ kind: entry.kind }, (performance.now() - started) / 1000);
     }
@@ -182,14 +311,9 @@ export class DeliveryWorker {
 
   async #failed(entry: OutboxEntry, e: unknown): Promise<void> {
     const error = e instanceof BridgeError ? e.message : `internal: ${(e as Error)?.message ?? String(e)}`;
-    const permanent = e instanceof BridgeError && "retryable" in e && (e as { retryable: boolean }).retryable === false && entry.kind === "media";
     this.#o.metrics?.deliveryFailures.inc({ kind: entry.kind });
-    const dead = permanent || entry.attempts >= this.#o.policy.maxAttempts;
-    if (dead) {
-      if (entry.kind === "media") {
-        const job = entry.payload as MediaJob;
-        await this.#o.media.markUnavailable(entry.tenant, mediaId(entry.messageSeq ?? 0, job.index), entry.messageSeq);
-      }
+    if (entry.kind === "media") return this.#mediaFailed(entry, e, error);
+    if (entry.attempts >= this.#o.policy.maxAttempts) {
       await this.#o.store.finishOutbox(entry.id, { state: "dead", error }, this.#now());
       this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "dead" });
       this.#o.log.warn("delivery dead", { outbox: entry.id, kind: entry.kind, attempts: entry.attempts, error });
@@ -203,26 +327,69 @@ export class DeliveryWorker {
     this.#o.onAttempt?.(entry, "retry", error);
   }
 
-  /** Fetch one media into the store. Returns false (never waits). */
+  /**
+   * A media fetch failed: final answers and the deadline mark the media unavailable (with the
+   * reason and errcode, for the 全媒体's Tag) and end the entry; anything else is retried with the
+   * backoff, the last try at the deadline.
+   */
+  async #mediaFailed(entry: OutboxEntry, e: unknown, error: string): Promise<void> {
+    const job = entry.payload as MediaJob;
+    const id = mediaId(entry.messageSeq ?? 0, job.index);
+    const now = this.#now();
+    const deadline = entry.createdAt + (this.#o.policy.mediaDeadlineSec ?? 600) * 1000;
+    const final = isFinal(e);
+    const errcode = e instanceof WeComApiError && e.errcode !== 0 ? e.errcode : undefined;
+    if (e instanceof WeComApiError && e.kind === "configuration") {
+      this.#o.metrics?.wecomConfigErrors.inc({ api: e.api, errcode: e.errcode });
+      const problem = `${e.api} ${e.errcode}`;
+      if (problem !== this.#configProblem) {
+        this.#configProblem = problem;
+        this.#o.log.warn("media fetch refused: configuration", { api: e.api, errcode: e.errcode, hint: CONFIGURATION_HINTS[e.errcode], error });
+      }
+    }
+    if (final || now >= deadline) {
+      // the agents see WeCom's answer; our own failures (a full disk, …) stay in the log
+      const why: MediaUnavailable = { reason: final ? "refused" : "deadline", error: e instanceof BridgeError ? error : "internal error (see the gateway's log)" };
+      if (errcode !== undefined) why.errcode = errcode;
+      await this.#o.media.markUnavailable(entry.tenant, id, entry.messageSeq, why);
+      await this.#o.store.finishOutbox(entry.id, { state: "dead", error }, now);
+      this.#o.metrics?.deliveryAttempts.inc({ kind: "media", outcome: "dead" });
+      this.#o.log.warn("media unavailable", { outbox: entry.id, message: entry.messageSeq, media: id, reason: why.reason, attempts: entry.attempts, error });
+      this.#o.onAttempt?.(entry, "dead", error);
+      this.#mediaSettled(entry.messageSeq);
+      return;
+    }
+    const delay = backoffDelay(entry.attempts, this.#o.policy);
+    const next = Math.min(now + delay, deadline);
+    await this.#o.store.finishOutbox(entry.id, { state: "pending", nextAttemptAt: next, error }, now);
+    this.#o.metrics?.deliveryAttempts.inc({ kind: "media", outcome: "retry" });
+    this.#o.log.info("media retry", { outbox: entry.id, message: entry.messageSeq, media: id, attempts: entry.attempts, delayMs: next - now, error });
+    this.#o.onAttempt?.(entry, "retry", error);
+  }
+
+  /** Fetch one media into the store, streamed to disk. Returns false (never waits). */
   async #fetchMedia(entry: OutboxEntry): Promise<boolean> {
     const job = entry.payload as MediaJob;
     const seq = entry.messageSeq ?? 0;
     const id = mediaId(seq, job.index);
     const src = job.source;
+    const limits = { maxBytes: this.#o.mediaMaxBytes ?? 20 * 1024 * 1024 };
+    const save = (d: MediaDownload, body: AsyncIterable<Uint8Array>) =>
+      this.#o.media.saveStream(entry.tenant, id, seq, body, { contentType: d.contentType, fileName: d.fileName ?? job.ref.fileName ?? id });
     if (src.kind === "wecom" && job.ref.mediaId) {
       const creds = this.#o.appCredentials(src.app);
       if (!creds) throw new BridgeError("config_missing", `app ${src.app} is no longer configured`);
-      const file = await this.#o.wecom.getMedia(creds, job.ref.mediaId);
-      await this.#o.media.save(entry.tenant, id, seq, file.bytes, file.contentType, file.fileName ?? job.ref.fileName ?? id);
+      await this.#o.wecom.getMedia(creds, job.ref.mediaId, limits, (d) => save(d, d.body));
     } else if (src.kind === "bot" && job.ref.url) {
       const key = this.#o.botKey(src.bot);
       if (!key) throw new BridgeError("config_missing", `bot ${src.bot} is no longer configured`);
-      const file = await this.#o.wecom.download(job.ref.url);
-      const bytes = job.ref.encrypted ? decryptBotMedia(key, file.bytes) : file.bytes;
-      await this.#o.media.save(entry.tenant, id, seq, bytes, file.contentType === "application/octet-stream" ? sniff(bytes) : file.contentType, file.fileName ?? id);
+      const url = job.ref.url;
+      await this.#o.wecom.download(url, limits, (d) => save(d, job.ref.encrypted ? decryptBotMediaStream(key, d.body) : d.body));
     } else {
-      await this.#o.media.markUnavailable(entry.tenant, id, seq);
+      await this.#o.media.markUnavailable(entry.tenant, id, seq, { reason: "none" });
+      return false;
     }
+    this.#configProblem = undefined;
     this.#o.log.info("media stored", { message: seq, media: id });
     return false;
   }
@@ -234,22 +401,16 @@ export class DeliveryWorker {
     const stored = await this.#o.store.getMessage(seq);
     if (!stored) throw new BridgeError("outbox_invalid", `message ${seq} not found`);
     const count = mediaRefs(stored.message.content).length;
-    const urls: (string | undefined)[] = [];
+    const media: MediaResolution[] = [];
     for (let i = 0; i < count; i++) {
       const row = await this.#o.store.getMedia(entry.tenant, mediaId(seq, i));
       if (row === undefined) return true; // its media entry has not finished yet
-      urls.push(row.size >= 0 ? this.#o.media.link(entry.tenant, row.id) : undefined);
+      const why = unavailableOf(row);
+      media.push(why ? { unavailable: why } : { url: this.#o.media.link(entry.tenant, row.id), file: { name: row.fileName, contentType: row.contentType, size: row.size } });
     }
-    const body = toOmniBody(stored.message, (i) => urls[i]);
+    const body = toOmniBody(stored.message, (i) => media[i]);
     await this.#o.omni.send(body);
     this.#o.log.info("delivered to 全媒体", { message: seq, conversation: stored.conversationId, msgType: body.MsgType });
     return false;
   }
-}
-
-function sniff(b: Uint8Array): string {
-  if (b[0] === 0x89 && b[1] === 0x50) return "image/png";
-  if (b[0] === 0xff && b[1] === 0xd8) return "image/jpeg";
-  if (b[0] === 0x47 && b[1] === 0x49) return "image/gif";
-  return "application/octet-stream";
 }

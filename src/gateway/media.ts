@@ -2,13 +2,27 @@
  * The media store: WeCom media fetched when a message arrives (`media/get`, or an AI bot's
  * encrypted URL, decrypted), kept on disk, and served at `{publicUrl}/media/{tenant}/{id}` through
  * signed, expiring links (HMAC-SHA256 over tenant, id and expiry).
+ *
+ * Files are streamed both ways: a download is written to a temporary file chunk by chunk and
+ * renamed when complete (never held whole in memory), and a served file is read from disk as a
+ * stream. An AI bot's file is decrypted as it streams.
+ *
+ * Served files never run script on the gateway's origin: every answer carries
+ * `X-Content-Type-Options: nosniff` and a sandboxing `Content-Security-Policy`; only image, audio
+ * and video types that browsers do not execute ({@link INLINE_TYPES}) are served inline, with their
+ * type; anything else is served as `application/octet-stream` with `Content-Disposition: attachment`
+ * and its file name (RFC 6266: an ASCII `filename` and a UTF-8 `filename*`).
  * @module
  */
-import { createHmac } from "node:crypto";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { createDecipheriv, createHmac, randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdir, open, rename, rm, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { safeEqual } from "../wecom/crypto.js";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { WeComCryptoErrcode as E, WeComCryptoError } from "../errors.js";
 import type { MediaRow, Store } from "../store/types.js";
+import { PKCS7_BLOCK_SIZE, parseEncodingAESKey, pkcs7Unpad, safeEqual } from "../wecom/crypto.js";
 
 /** Options of {@link MediaStore}. */
 export interface MediaStoreOptions {
@@ -27,6 +41,186 @@ export function mediaId(messageSeq: number, index: number): string {
   return `m${messageSeq}-${index}`;
 }
 
+/** Where the file of a media row lives under `dir`. */
+function filePath(dir: string, tenant: string, id: string): string {
+  return join(dir, encodeURIComponent(tenant), id);
+}
+
+/**
+ * Delete the file of a media row (retention, erasure).
+ * @returns true when a file was removed; false when there was none (an unavailable media, or
+ *   already gone)
+ */
+export async function removeMediaFile(dir: string, row: Pick<MediaRow, "tenant" | "id">): Promise<boolean> {
+  if (!ID.test(row.id)) return false;
+  try {
+    await unlink(filePath(dir, row.tenant, row.id));
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw e;
+  }
+}
+
+/**
+ * Why a media is not available; kept in its media row, and shown to the 全媒体's agents in `Tag`.
+ * - `refused`: WeCom gave a final answer (e.g. 40007, an expired media_id), or the file was larger
+ *   than `limits.mediaBytes`, or could not be decrypted: retrying would not help;
+ * - `deadline`: every try failed for a reason that may pass (an untrusted IP, a network error, …)
+ *   until `delivery.mediaDeadlineSec` ran out;
+ * - `none`: the message gives nothing the gateway can fetch (e.g. a session-archive sdkfileid).
+ */
+export interface MediaUnavailable {
+  reason: "refused" | "deadline" | "none";
+  /** WeCom's errcode, when WeCom answered one. */
+  errcode?: number;
+  /** The last error, one readable line without secrets. */
+  error?: string;
+}
+
+/** An unavailable media's row keeps its reason in `contentType` (`x-unavailable/REASON[; errcode=N]`) and its error in `fileName`. */
+const UNAVAILABLE = /^x-unavailable\/(refused|deadline|none)(?:; errcode=(-?\d+))?$/;
+
+/** The reason recorded in an unavailable media's row; undefined for a stored file. */
+export function unavailableOf(row: MediaRow): MediaUnavailable | undefined {
+  if (row.size >= 0) return undefined;
+  const m = UNAVAILABLE.exec(row.contentType);
+  if (!m) return { reason: "refused" }; // rows written before reasons were recorded
+  const out: MediaUnavailable = { reason: m[1] as MediaUnavailable["reason"] };
+  if (m[2] !== undefined) out.errcode = Number(m[2]);
+  if (row.fileName !== "") out.error = row.fileName;
+  return out;
+}
+
+/** What a download gives {@link MediaStore.saveStream}. */
+export interface MediaMeta {
+  /** The type the source declared; `application/octet-stream` (or empty) is sniffed from the first bytes. */
+  contentType: string;
+  fileName: string;
+}
+
+/** Media types served inline: images, audio and video that browsers show but never execute. */
+export const INLINE_TYPES: ReadonlySet<string> = new Set([
+  "image/png",
+  "image/jpeg",
+  "image/gif",
+  "image/webp",
+  "image/bmp",
+  "image/avif",
+  "image/x-icon",
+  "image/vnd.microsoft.icon",
+  "audio/amr",
+  "audio/mpeg",
+  "audio/mp3",
+  "audio/mp4",
+  "audio/aac",
+  "audio/ogg",
+  "audio/opus",
+  "audio/wav",
+  "audio/x-wav",
+  "audio/wave",
+  "audio/webm",
+  "audio/silk",
+  "video/mp4",
+  "video/webm",
+  "video/ogg",
+  "video/quicktime",
+  "video/3gpp",
+]);
+
+const TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]*\/[a-z0-9][a-z0-9!#$&^_.+-]*$/;
+
+/** The essence (`type/subtype`, lower case, no parameters) of a Content-Type; octet-stream when malformed. */
+export function typeEssence(contentType: string): string {
+  const essence = (contentType.split(";")[0] ?? "").trim().toLowerCase();
+  return TYPE.test(essence) ? essence : "application/octet-stream";
+}
+
+/** A sandbox for anything a browser might still render: no script, no plugins, no requests, a unique origin. */
+export const MEDIA_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
+
+/** RFC 8187 (5987) `value-chars` of a UTF-8 string: everything but attr-char percent-encoded. */
+function extValue(s: string): string {
+  return encodeURIComponent(s).replace(/['()*]/g, (c) => `%${(c.charCodeAt(0) as number).toString(16).toUpperCase()}`);
+}
+
+/**
+ * A `Content-Disposition` value per RFC 6266: an ASCII fallback `filename` (anything else, quotes,
+ * backslashes and `%` replaced by `_`) for old clients, and the exact name as `filename*=UTF-8''…`.
+ */
+export function contentDisposition(type: "inline" | "attachment", fileName: string): string {
+  const name = fileName === "" ? "file" : fileName;
+  const fallback = name.replace(/[^\x20-\x7e]|["\\%]/g, "_");
+  return `${type}; filename="${fallback}"; filename*=UTF-8''${extValue(name)}`;
+}
+
+/** The headers of a served media file (see the module comment). */
+export function mediaHeaders(row: Pick<MediaRow, "contentType" | "fileName" | "id">, size: number): Record<string, string> {
+  const essence = typeEssence(row.contentType);
+  const inline = INLINE_TYPES.has(essence);
+  return {
+    "content-type": inline ? essence : "application/octet-stream",
+    "content-length": String(size),
+    "content-disposition": contentDisposition(inline ? "inline" : "attachment", row.fileName || row.id),
+    "x-content-type-options": "nosniff",
+    "content-security-policy": MEDIA_CSP,
+    "cache-control": "private, max-age=3600",
+  };
+}
+
+/** Guess an image type from its first bytes (AI-bot media comes as `application/octet-stream`). */
+export function sniffType(head: Uint8Array): string {
+  if (head[0] === 0x89 && head[1] === 0x50 && head[2] === 0x4e && head[3] === 0x47) return "image/png";
+  if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return "image/jpeg";
+  if (head[0] === 0x47 && head[1] === 0x49 && head[2] === 0x46) return "image/gif";
+  return "application/octet-stream";
+}
+
+/**
+ * Decrypt an AI bot's media as it streams: AES-256-CBC with the bot's EncodingAESKey (IV: its first
+ * 16 bytes) and WeCom's 32-byte PKCS#7 padding, the same as `decryptBotMedia` but holding only the
+ * last block back instead of the whole file.
+ * @throws WeComCryptoError when the length is not a multiple of the AES block or the padding is wrong
+ */
+export async function* decryptBotMediaStream(encodingAESKey: string, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): AsyncGenerator<Buffer> {
+  const key = parseEncodingAESKey(encodingAESKey);
+  const decipher = createDecipheriv("aes-256-cbc", key, key.subarray(0, 16)).setAutoPadding(false);
+  let held: Buffer = Buffer.alloc(0);
+  let total = 0;
+  for await (const chunk of source) {
+    total += chunk.length;
+    const plain = decipher.update(chunk);
+    const out = held.length > 0 ? Buffer.concat([held, plain]) : plain;
+    // the padding is at most one 32-byte block: keep that much back until the end
+    if (out.length > PKCS7_BLOCK_SIZE) {
+      yield out.subarray(0, out.length - PKCS7_BLOCK_SIZE);
+      held = out.subarray(out.length - PKCS7_BLOCK_SIZE);
+    } else held = out;
+  }
+  if (total === 0 || total % 16 !== 0) throw new WeComCryptoError(E.Decrypt, "media length is not a multiple of the AES block");
+  let last: Buffer;
+  try {
+    last = Buffer.concat([held, decipher.final()]);
+  } catch {
+    throw new WeComCryptoError(E.Decrypt, "AES decryption of media failed");
+  }
+  const tail = pkcs7Unpad(last);
+  if (tail.length > 0) yield tail;
+}
+
+/** A media answer: a stored file as a stream, or the JSON error the gateway has always answered. */
+export interface MediaResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string | Readable;
+}
+
+const jsonError = (status: number, errcode: string, errmsg: string): MediaResponse => ({
+  status,
+  headers: { "content-type": "application/json; charset=utf-8" },
+  body: JSON.stringify({ errcode, errmsg }),
+});
+
 /** Media files on disk, their records, and signed links. */
 export class MediaStore {
   readonly #o: MediaStoreOptions;
@@ -36,52 +230,108 @@ export class MediaStore {
     this.#o = options;
   }
 
-  #path(tenant: string, id: string): string {
-    return join(this.#o.dir, encodeURIComponent(tenant), id);
+  #now(): number {
+    return (this.#o.now ?? Date.now)();
   }
 
   #sign(tenant: string, id: string, expires: number): string {
     return createHmac("sha256", this.#o.secret).update(`${tenant}\n${id}\n${expires}`).digest("hex").slice(0, 32);
   }
 
-  /** Save a file and its record (idempotent: the same id overwrites the same bytes). */
-  async save(tenant: string, id: string, messageSeq: number | null, bytes: Uint8Array, contentType: string, fileName: string): Promise<MediaRow> {
+  /**
+   * Write a file as it arrives and record it: the chunks go to a temporary file, renamed into place
+   * once complete, then the row is stored. When the source fails (too large, a network error, bad
+   * decryption) the temporary file is removed and the error is thrown as it came. Idempotent: the
+   * same id overwrites the same bytes, and a second row for an id is ignored.
+   */
+  async saveStream(tenant: string, id: string, messageSeq: number | null, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, meta: MediaMeta): Promise<MediaRow> {
     if (!ID.test(id)) throw new Error(`invalid media id ${JSON.stringify(id)}`);
-    const dir = join(this.#o.dir, encodeURIComponent(tenant));
-    await mkdir(dir, { recursive: true });
-    const path = this.#path(tenant, id);
-    await writeFile(`${path}.tmp`, bytes);
-    await rename(`${path}.tmp`, path);
-    const row: MediaRow = { tenant, id, messageSeq, contentType, fileName, size: bytes.length, createdAt: (this.#o.now ?? Date.now)() };
+    await mkdir(join(this.#o.dir, encodeURIComponent(tenant)), { recursive: true });
+    const path = filePath(this.#o.dir, tenant, id);
+    // a name of its own: two attempts of one entry (an expired lease) never write the same file
+    const tmp = `${path}.${randomBytes(6).toString("hex")}.tmp`;
+    let size = 0;
+    let head = Buffer.alloc(0);
+    async function* counted(): AsyncGenerator<Uint8Array> {
+      for await (const c of source) {
+        size += c.length;
+        if (head.length < 16) head = Buffer.concat([head, c.subarray(0, 16 - head.length)]);
+        yield c;
+      }
+    }
+    try {
+      await pipeline(counted(), createWriteStream(tmp, { flags: "wx" }));
+      await rename(tmp, path);
+    } catch (e) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw e;
+    }
+    const declared = typeEssence(meta.contentType);
+    const contentType = declared === "application/octet-stream" ? sniffType(head) : meta.contentType;
+    const row: MediaRow = { tenant, id, messageSeq, contentType, fileName: meta.fileName || id, size, createdAt: this.#now() };
     await this.#o.store.putMedia(row);
     return row;
   }
 
-  /** Record that a media could not be fetched (size -1), so delivery goes on without it. */
-  async markUnavailable(tenant: string, id: string, messageSeq: number | null): Promise<void> {
-    await this.#o.store.putMedia({ tenant, id, messageSeq, contentType: "", fileName: "", size: -1, createdAt: (this.#o.now ?? Date.now)() });
+  /** Save a file held in memory (small files, tests) and its record. */
+  async save(tenant: string, id: string, messageSeq: number | null, bytes: Uint8Array, contentType: string, fileName: string): Promise<MediaRow> {
+    return this.saveStream(tenant, id, messageSeq, [bytes], { contentType, fileName });
+  }
+
+  /** Record that a media could not be fetched (size -1) and why, so delivery goes on without it. */
+  async markUnavailable(tenant: string, id: string, messageSeq: number | null, why: MediaUnavailable = { reason: "refused" }): Promise<void> {
+    const contentType = `x-unavailable/${why.reason}${why.errcode !== undefined ? `; errcode=${why.errcode}` : ""}`;
+    const error = (why.error ?? "").replace(/[\r\n]+/g, " ").slice(0, 500);
+    await this.#o.store.putMedia({ tenant, id, messageSeq, contentType, fileName: error, size: -1, createdAt: this.#now() });
   }
 
   /** A signed, expiring download link. */
   link(tenant: string, id: string): string {
-    const expires = Math.floor((this.#o.now ?? Date.now)() / 1000) + this.#o.ttlSec;
+    const expires = Math.floor(this.#now() / 1000) + this.#o.ttlSec;
     return `${this.#o.publicUrl}/media/${encodeURIComponent(tenant)}/${id}?e=${expires}&s=${this.#sign(tenant, id, expires)}`;
   }
 
   /**
-   * Check a link and read the file.
-   * @returns the record and bytes, or a reason: `expired`, `bad_signature`, `not_found`
+   * Check a link and open the file as a stream.
+   * @returns the record, the size and a stream of the bytes, or a reason: `expired`,
+   *   `bad_signature`, `not_found`
    */
-  async open(tenant: string, id: string, e: string | null, s: string | null): Promise<{ row: MediaRow; bytes: Buffer } | { error: "expired" | "bad_signature" | "not_found" }> {
+  async open(
+    tenant: string,
+    id: string,
+    e: string | null,
+    s: string | null,
+  ): Promise<{ row: MediaRow; size: number; stream: Readable } | { error: "expired" | "bad_signature" | "not_found" }> {
     if (!ID.test(id) || e === null || s === null || !/^\d{1,12}$/.test(e)) return { error: "bad_signature" };
     if (!safeEqual(this.#sign(tenant, id, Number(e)), s)) return { error: "bad_signature" };
-    if (Number(e) * 1000 < (this.#o.now ?? Date.now)()) return { error: "expired" };
+    if (Number(e) * 1000 < this.#now()) return { error: "expired" };
     const row = await this.#o.store.getMedia(tenant, id);
     if (row === undefined || row.size < 0) return { error: "not_found" };
+    let handle: Awaited<ReturnType<typeof open>>;
     try {
-      return { row, bytes: await readFile(this.#path(tenant, id)) };
+      handle = await open(filePath(this.#o.dir, tenant, id), "r");
     } catch {
       return { error: "not_found" };
     }
+    try {
+      const { size } = await handle.stat();
+      return { row, size, stream: handle.createReadStream() };
+    } catch {
+      await handle.close().catch(() => undefined);
+      return { error: "not_found" };
+    }
+  }
+
+  /**
+   * `GET /media/{tenant}/{id}?e&s`: the file behind a signed, expiring link, streamed, with the
+   * headers of {@link mediaHeaders}; 403 (`bad_signature`, `expired`) or 404 (`not_found`) JSON.
+   */
+  async serve(tenant: string, id: string, e: string | null, s: string | null): Promise<MediaResponse> {
+    const r = await this.open(tenant, id, e, s);
+    if ("error" in r) {
+      const status = r.error === "not_found" ? 404 : 403;
+      return jsonError(status, r.error, r.error === "expired" ? "this media link has expired" : r.error === "not_found" ? "no such media" : "bad media link signature");
+    }
+    return { status: 200, headers: mediaHeaders(r.row, r.size), body: r.stream };
   }
 }

@@ -9,8 +9,34 @@ import type { OmniToBody } from "../omni/index.js";
 /** Any message content, the bots' stream refresh included. */
 type Content = UnifiedMessage["content"] | CoreContent;
 
-/** Resolves a message's media (by its index in {@link mediaRefs}) to a download URL, when stored. */
-export type MediaUrlResolver = (index: number) => string | undefined;
+/** A stored media file, as the 全媒体 is told about it (`Tag.data.file`). */
+export interface MediaFileInfo {
+  /** The file name (WeCom's, decoded; else the message's; else our id). */
+  name: string;
+  /** The type WeCom gave (the link serves anything but images, audio and video as a download). */
+  contentType: string;
+  /** Bytes. */
+  size: number;
+}
+
+/** Why a media could not be fetched, as the 全媒体 is told about it (`Tag.data.unavailable`). */
+export interface MediaUnavailableInfo {
+  /** `refused`: WeCom's final answer, or too large; `deadline`: not fetched within `delivery.mediaDeadlineSec`; `none`: nothing to fetch. */
+  reason: "refused" | "deadline" | "none";
+  /** WeCom's errcode, when it answered one. */
+  errcode?: number;
+  /** The last error, one line. */
+  error?: string;
+}
+
+/** What the gateway knows about one media of a message: its link and file, or why there is none. */
+export type MediaResolution = { url: string; file?: MediaFileInfo } | { unavailable: MediaUnavailableInfo };
+
+/**
+ * Resolves a message's media (by its index in {@link mediaRefs}): a download URL (or a
+ * {@link MediaResolution} with the file's details), or why it is unavailable; undefined when unknown.
+ */
+export type MediaUrlResolver = (index: number) => string | MediaResolution | undefined;
 
 /** Every media reference of a content, in a stable order (mixed items included). */
 export function mediaRefs(content: Content): MediaRef[] {
@@ -31,6 +57,11 @@ export function mediaRefs(content: Content): MediaRef[] {
 
 const MEDIA_LABEL: Record<string, string> = { image: "图片", voice: "语音", video: "视频", file: "文件", emotion: "表情" };
 
+/** What Content says of a media that is not there: WeCom refused it, or it could not be fetched before the deadline. */
+function unavailableText(label: string | undefined, why: MediaUnavailableInfo | undefined): string {
+  return `[${label}: ${why?.reason === "deadline" ? "could not be fetched in time" : "not available"}]`;
+}
+
 function menuText(c: Extract<Content, { type: "menu" }>): string {
   const lines: string[] = [];
   if (c.head) lines.push(c.head);
@@ -45,7 +76,7 @@ interface Mapped {
   data?: unknown;
 }
 
-function mapContent(content: Content, url: (i: number) => string | undefined, base: number): Mapped {
+function mapContent(content: Content, url: MediaUrlResolver, base: number): Mapped {
   switch (content.type) {
     case "text":
       return { MsgType: "text", Content: content.text, data: content.menuId ? { menuId: content.menuId } : undefined };
@@ -54,12 +85,14 @@ function mapContent(content: Content, url: (i: number) => string | undefined, ba
     case "file":
     case "emotion":
     case "voice": {
-      const u = mediaRefs(content).length > 0 ? url(base) : undefined;
-      if (content.type === "voice" && content.transcript !== undefined && u === undefined) {
-        return { MsgType: "text", Content: content.transcript, data: { voice: true } };
+      const given = mediaRefs(content).length > 0 ? url(base) : undefined;
+      const r: MediaResolution | undefined = typeof given === "string" ? { url: given } : given;
+      if (r === undefined || "unavailable" in r) {
+        if (content.type === "voice" && content.transcript !== undefined) return { MsgType: "text", Content: content.transcript, data: { voice: true } };
+        const why = r?.unavailable;
+        return { MsgType: "text", Content: unavailableText(MEDIA_LABEL[content.type], why), data: why ? { ...content, unavailable: why } : content };
       }
-      if (u === undefined) return { MsgType: "text", Content: `[${MEDIA_LABEL[content.type]}: not available]`, data: content };
-      return { MsgType: content.type === "emotion" ? "image" : content.type, Content: u, data: content };
+      return { MsgType: content.type === "emotion" ? "image" : content.type, Content: r.url, data: r.file ? { ...content, file: r.file } : content };
     }
     case "location":
       return {
