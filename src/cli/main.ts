@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.js";
 import { BridgeError } from "../errors.js";
 import { runGateway } from "../gateway/index.js";
+import { removeMediaFile } from "../gateway/media.js";
 import { createLogger } from "../log.js";
 import { openStore } from "../store/index.js";
 import { DECODE_FORMATS, type DecodeFormat, decodeAny } from "../decode.js";
@@ -45,6 +46,8 @@ Usage:
   wecom-bridge sandbox [--once] [--port N]               gateway + simulators + a scripted conversation
   wecom-bridge sim [--wecom-port N] [--omni-port N]      run the WeCom and 全媒体 simulators alone
   wecom-bridge replay --config FILE (--all | --id N ...) put dead letters back in the outbox
+  wecom-bridge purge --dead [--before ISO-DATE] --config FILE   remove dead letters
+  wecom-bridge erase --conversation ADDRESS --config FILE       erase a conversation (PIPL)
   wecom-bridge --help | --version
 `;
 
@@ -198,6 +201,43 @@ async function replayCommand(args: string[], io: CliIo): Promise<void> {
   }
 }
 
+async function purgeCommand(args: string[], io: CliIo): Promise<void> {
+  const { values } = parseArgs({ args, options: { config: { type: "string" }, dead: { type: "boolean" }, before: { type: "string" } }, strict: true });
+  if (!values.dead) throw new UsageError("purge needs --dead (dead letters are the only thing kept until removed by hand)");
+  let before: number | undefined;
+  if (values.before !== undefined) {
+    // a date, or a date and time with a zone: never a bare local time that means different things on different machines
+    if (!/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/.test(values.before) || Number.isNaN(Date.parse(values.before))) {
+      throw new UsageError("--before takes an ISO date (2026-11-30) or date-time with zone (2026-11-30T08:00:00Z)");
+    }
+    before = Date.parse(values.before);
+  }
+  const config = loadConfig(configPath(values));
+  const store = await openStore(config.store);
+  try {
+    const n = await store.purgeDead(before);
+    io.stdout(`${n} dead letter${n === 1 ? "" : "s"} removed\n`);
+  } finally {
+    await store.close();
+  }
+}
+
+async function eraseCommand(args: string[], io: CliIo): Promise<void> {
+  const { values } = parseArgs({ args, options: { config: { type: "string" }, conversation: { type: "string" } }, strict: true });
+  const conversation = values.conversation;
+  if (conversation === undefined || conversation === "") throw new UsageError("give --conversation ADDRESS (as /admin/conversations lists it)");
+  const config = loadConfig(configPath(values));
+  const store = await openStore(config.store);
+  try {
+    const r = await store.eraseConversation(conversation);
+    let files = 0;
+    for (const row of r.media) if (await removeMediaFile(config.mediaDir, row)) files++;
+    io.stdout(`erased ${conversation}: ${r.messages} messages, ${r.outbox} outbox entries, ${files} media files (ledger keys kept, so WeCom's retries are still recognised)\n`);
+  } finally {
+    await store.close();
+  }
+}
+
 /**
  * Run the CLI with arguments (without `node` and the script) and return the exit code.
  * @example process.exitCode = await runCli(process.argv.slice(2), nodeIo)
@@ -227,6 +267,12 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         return 0;
       case "replay":
         await replayCommand(rest, io);
+        return 0;
+      case "purge":
+        await purgeCommand(rest, io);
+        return 0;
+      case "erase":
+        await eraseCommand(rest, io);
         return 0;
       case "--version":
       case "-v":

@@ -59,28 +59,102 @@ export interface WeComClientOptions {
   now?: () => number;
 }
 
-/** A downloaded media file. */
-export interface MediaFile {
-  bytes: Buffer;
+/** How a media download is bounded. */
+export interface MediaDownloadOptions {
+  /**
+   * Largest file accepted, bytes (`limits.mediaBytes`). A larger `Content-Length` is refused before
+   * the body is read; a body that grows past it is aborted. Both are final failures.
+   */
+  maxBytes: number;
+}
+
+/**
+ * A media answer being read. `body` yields the bytes as they arrive and must be consumed (or
+ * abandoned) inside the callback that received it. It throws a {@link WeComApiError}: `final` once
+ * the file passes `maxBytes`, `transient` when the connection fails or no bytes come for
+ * `timeoutMs`.
+ */
+export interface MediaDownload {
+  /** Content-Type as sent. */
   contentType: string;
+  /** The file name of `Content-Disposition`, decoded (see {@link fileNameOf}). */
   fileName?: string;
+  /** Content-Length, when sent. */
+  length?: number;
+  /** The bytes, chunk by chunk. */
+  body: AsyncIterable<Uint8Array>;
 }
 
 function tokenKey(c: WeComCredentials): string {
   return createHash("sha256").update(`${c.corpId}\u0000${c.secret}`).digest("hex").slice(0, 32);
 }
 
-function fileNameOf(disposition: string | null): string | undefined {
-  if (!disposition) return undefined;
-  const star = /filename\*=(?:UTF-8'')?([^;]+)/i.exec(disposition);
-  if (star?.[1]) {
-    try {
-      return decodeURIComponent(star[1].trim().replace(/^"|"$/g, "")) as string;
-    } catch {
-      /* fall through */
-    }
+/** Parameters of a `Content-Disposition` value, names lower-cased, quoted strings unquoted; the first of a name wins. */
+function dispositionParams(value: string): Map<string, string> {
+  const params = new Map<string, string>();
+  const re = /;\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)/g;
+  const text = `;${value}`; // the disposition type has no "=", so it is skipped
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    const name = (m[1] as string).toLowerCase();
+    let v = (m[2] as string).trim();
+    if (v.startsWith('"')) v = v.slice(1, v.endsWith('"') && v.length > 1 ? -1 : undefined).replace(/\\(.)/g, "$1");
+    if (!params.has(name)) params.set(name, v);
   }
-  return /filename="?([^";]+)"?/i.exec(disposition)?.[1];
+  return params;
+}
+
+/** An RFC 8187 (5987) `ext-value` (`charset'lang'pct-encoded`); undefined when it cannot be decoded. */
+function decodeExtValue(v: string): string | undefined {
+  const m = /^([A-Za-z0-9!#$%&+^_`{}~-]*)'[^']*'(.*)$/.exec(v);
+  if (!m) return undefined;
+  const charset = (m[1] as string).toLowerCase();
+  const encoded = m[2] as string;
+  try {
+    if (charset === "iso-8859-1" || charset === "latin1") return encoded.replace(/%([0-9A-Fa-f]{2})/g, (_m, h: string) => String.fromCharCode(Number.parseInt(h, 16)));
+    return decodeURIComponent(encoded);
+  } catch {
+    return undefined;
+  }
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A header value as fetch hands it over: each byte one char (latin1). WeCom sends UTF-8 file names
+ * as raw bytes, so `发票.pdf` arrives as `åç¥¨.pdf`: when the chars are bytes that form valid
+ * UTF-8, that is what they were; otherwise (a real latin1 name) they stay as they are.
+ */
+function recoverUtf8(s: string): string {
+  if (!/[\u0080-\u00ff]/.test(s) || /[^\u0000-\u00ff]/.test(s)) return s;
+  try {
+    return utf8.decode(Buffer.from(s, "latin1"));
+  } catch {
+    return s;
+  }
+}
+
+/** A file name fit to show and to serve: no control characters, no folders. */
+function cleanFileName(name: string): string | undefined {
+  const base = name.replace(/[\u0000-\u001f\u007f]/g, "").split(/[/\\]/).pop()?.trim() ?? "";
+  return base === "" || base === "." || base === ".." ? undefined : base;
+}
+
+/**
+ * The file name of a `Content-Disposition` header as fetch reads it (latin1): RFC 6266's
+ * `filename*=UTF-8''…` (RFC 8187) when present, else `filename="…"` with raw UTF-8 bytes recovered
+ * (what WeCom's `media/get` sends for a non-ASCII name). Control characters and folders are removed.
+ */
+export function fileNameOf(disposition: string | null): string | undefined {
+  if (!disposition) return undefined;
+  const params = dispositionParams(disposition);
+  const ext = params.get("filename*");
+  const fromExt = ext === undefined ? undefined : decodeExtValue(ext);
+  if (fromExt !== undefined) {
+    const name = cleanFileName(fromExt);
+    if (name !== undefined) return name;
+  }
+  const plain = params.get("filename");
+  return plain === undefined ? undefined : cleanFileName(recoverUtf8(plain));
 }
 
 /** The WeCom API client. */
@@ -169,16 +243,22 @@ export class WeComClient {
     await this.#o.store.deleteToken(c.corpId, key);
   }
 
-  /** Call an API with a token, refreshing it once on 40014/42001. */
+  /**
+   * Call an API with a token, refreshing it once on a token-class answer (40014, 42001, 40001). When
+   * a freshly issued token is refused too, the secret yields tokens WeCom refuses: configuration.
+   */
   async #withToken<T>(c: WeComCredentials, call: (token: string) => Promise<T>): Promise<T> {
     try {
       return await call(await this.token(c));
     } catch (e) {
-      if (e instanceof WeComApiError && e.kind === "token") {
-        await this.invalidate(c);
-        return call(await this.token(c, true));
+      if (!(e instanceof WeComApiError) || e.kind !== "token") throw e;
+      await this.invalidate(c);
+      try {
+        return await call(await this.token(c, true));
+      } catch (again) {
+        if (again instanceof WeComApiError && again.kind === "token") throw new WeComApiError(again.api, again.errcode, "a freshly issued access token was refused", again.httpStatus, "configuration");
+        throw again;
       }
-      throw e;
     }
   }
 
@@ -200,32 +280,86 @@ export class WeComClient {
     return decodeKfSyncMsg(body as never, { corpId: c.corpId });
   }
 
-  /** Download a media file by media_id (`media/get`). */
-  async getMedia(c: WeComCredentials, mediaId: string): Promise<MediaFile> {
-    return this.#withToken(c, async (token) => {
-      const url = `${this.#o.apiBase}/cgi-bin/media/get?access_token=${encodeURIComponent(token)}&media_id=${encodeURIComponent(mediaId)}`;
-      const res = await this.#fetch("media/get", url, { method: "GET" });
-      const type = res.headers.get("content-type") ?? "application/octet-stream";
-      if (type.includes("json") || type.startsWith("text/plain")) {
-        await this.#json("media/get", res); // throws WeCom's errcode
-        throw new WeComApiError("media/get", 0, "answer is JSON, not a file", res.status, "final");
+  /**
+   * One media request, streamed: the connection and the headers must come within `timeoutMs`, then
+   * the body may take as long as it needs while bytes keep coming (no gap of `timeoutMs`), so a
+   * 20 MB file on a slow link is not cut off by a per-request timeout meant for API calls.
+   */
+  async #media<T>(api: string, url: string, options: MediaDownloadOptions, wecomErrors: boolean, consume: (d: MediaDownload) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, this.#o.timeoutMs);
+    const failed = (what: string) => {
+      this.onResult?.(api, -2);
+      return new WeComApiError(api, 0, `${what} (${timedOut ? "timeout" : "network error"})`, undefined);
+    };
+    try {
+      let res: Response;
+      try {
+        res = await fetch(url, { method: "GET", signal: controller.signal });
+      } catch {
+        throw failed("request failed");
       }
-      if (res.status !== 200) throw new WeComApiError("media/get", 0, `HTTP ${res.status}`, res.status);
-      this.onResult?.("media/get", 0);
-      const file: MediaFile = { bytes: Buffer.from(await res.arrayBuffer()), contentType: type };
+      const contentType = res.headers.get("content-type") ?? "application/octet-stream";
+      if (wecomErrors && (contentType.includes("json") || contentType.startsWith("text/plain"))) {
+        await this.#json(api, res); // throws WeCom's errcode
+        throw new WeComApiError(api, 0, "answer is JSON, not a file", res.status, "final");
+      }
+      if (res.status !== 200) throw new WeComApiError(api, 0, `HTTP ${res.status}`, res.status);
+      const lengthHeader = res.headers.get("content-length");
+      const length = lengthHeader !== null && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined;
+      if (length !== undefined && length > options.maxBytes) {
+        throw new WeComApiError(api, 0, `the file is ${length} bytes, more than limits.mediaBytes (${options.maxBytes})`, res.status, "final");
+      }
+      if (wecomErrors) this.onResult?.(api, 0);
+      const status = res.status;
+      const source = res.body;
+      async function* body(): AsyncGenerator<Uint8Array> {
+        if (source === null) return;
+        let size = 0;
+        try {
+          for await (const chunk of source as AsyncIterable<Uint8Array>) {
+            size += chunk.length;
+            if (size > options.maxBytes) throw new WeComApiError(api, 0, `the file is more than limits.mediaBytes (${options.maxBytes} bytes)`, status, "final");
+            timer.refresh();
+            yield chunk;
+          }
+        } catch (e) {
+          if (e instanceof WeComApiError) throw e;
+          throw failed("download failed");
+        }
+      }
+      timer.refresh();
+      const d: MediaDownload = { contentType, body: body() };
       const name = fileNameOf(res.headers.get("content-disposition"));
-      if (name !== undefined) file.fileName = name;
-      return file;
-    });
+      if (name !== undefined) d.fileName = name;
+      if (length !== undefined) d.length = length;
+      return await consume(d);
+    } finally {
+      clearTimeout(timer);
+      controller.abort(); // releases the connection when the body was not read to its end
+    }
   }
 
-  /** Download a URL (an AI bot's encrypted media URL); the bytes are returned as sent. */
-  async download(url: string): Promise<MediaFile> {
-    const res = await this.#fetch("bot/media", url, { method: "GET" });
-    if (res.status !== 200) throw new WeComApiError("bot/media", 0, `HTTP ${res.status}`, res.status);
-    const file: MediaFile = { bytes: Buffer.from(await res.arrayBuffer()), contentType: res.headers.get("content-type") ?? "application/octet-stream" };
-    const name = fileNameOf(res.headers.get("content-disposition"));
-    if (name !== undefined) file.fileName = name;
-    return file;
+  /**
+   * Download a media file by media_id (`media/get`) and hand it to `consume` as a stream. WeCom's
+   * JSON errors throw a {@link WeComApiError} of their class; a token-class answer refreshes the
+   * token once.
+   */
+  async getMedia<T>(c: WeComCredentials, mediaId: string, options: MediaDownloadOptions, consume: (d: MediaDownload) => Promise<T>): Promise<T> {
+    return this.#withToken(c, (token) =>
+      this.#media("media/get", `${this.#o.apiBase}/cgi-bin/media/get?access_token=${encodeURIComponent(token)}&media_id=${encodeURIComponent(mediaId)}`, options, true, consume),
+    );
+  }
+
+  /**
+   * Download a URL (an AI bot's encrypted media URL) and hand it to `consume` as a stream; the
+   * bytes are as sent. A 4xx answer (expired, unknown) is final, a 5xx transient.
+   */
+  async download<T>(url: string, options: MediaDownloadOptions, consume: (d: MediaDownload) => Promise<T>): Promise<T> {
+    return this.#media("bot/media", url, options, false, consume);
   }
 }

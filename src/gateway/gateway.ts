@@ -4,7 +4,7 @@
  * HTTP framework stays an edge.
  * @module
  */
-import { createHash, createHmac } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { Readable } from "node:stream";
 import { OmniClient } from "../clients/omni.js";
 import { WeComClient, type WeComCredentials } from "../clients/wecom.js";
@@ -19,10 +19,12 @@ import { decodeBotCallback } from "../wecom/bot/decode.js";
 import { encodeBotReply } from "../wecom/bot/encode.js";
 import { safeEqual, WeComCrypto } from "../wecom/crypto.js";
 import { parseCallbackEnvelope } from "../wecom/envelope.js";
+import { adminApi } from "./admin.js";
 import { DeliveryWorker } from "./delivery.js";
 import { KfPuller } from "./kf-puller.js";
-import { MediaStore } from "./media.js";
-import { Metrics } from "./metrics.js";
+import { Retention } from "./retention.js";
+import { MediaStore, removeMediaFile } from "./media.js";
+import { apiLabel, Metrics, wecomErrcodeLabel } from "./metrics.js";
 import { Ingestor, messageItem } from "./pipeline.js";
 
 /** A request as the gateway sees it. */
@@ -52,6 +54,8 @@ export interface GatewayOptions {
   now?: () => number;
   /** Called when a message is stored (the sandbox's live log). */
   onStored?: (message: UnifiedMessage) => void;
+  /** Key of media links when `config.mediaSecret` is unset (runGateway keeps one in the store). */
+  mediaSecret?: string;
 }
 
 const json = (status: number, body: unknown): GatewayResponse => ({ status, headers: { "content-type": "application/json; charset=utf-8" }, body: JSON.stringify(body) });
@@ -85,6 +89,8 @@ export class Gateway {
   readonly ingestor: Ingestor;
   readonly delivery: DeliveryWorker;
   readonly puller: KfPuller | undefined;
+  /** Prunes what is past its retention, on a timer. */
+  readonly retention: Retention;
   readonly #tenant: string;
   readonly #apps = new Map<string, { cfg: AppConfig; crypto: WeComCrypto }>();
   readonly #bots = new Map<string, { cfg: BotConfig; crypto: WeComCrypto }>();
@@ -108,10 +114,13 @@ export class Gateway {
     for (const bot of cfg.wecom.bots) {
       this.#bots.set(bot.name, { cfg: bot, crypto: new WeComCrypto({ token: bot.token, encodingAESKey: bot.encodingAESKey, receiveId: "", ...window }) });
     }
-    this.wecom = new WeComClient({ apiBase: cfg.wecom.apiBase, store: this.store, now: this.#now });
-    this.wecom.onResult = (api, errcode) => this.metrics.wecomErrcodes.inc({ api, errcode: String(errcode) });
+    this.wecom = new WeComClient({ apiBase: cfg.wecom.apiBase, store: this.store, timeoutMs: cfg.delivery.timeoutMs, now: this.#now });
+    // label values from fixed lists (metrics.ts): an unknown api or undocumented errcode is `other`
+    this.wecom.onResult = (api, errcode) => this.metrics.wecomErrcodes.inc({ api: apiLabel(api), errcode: wecomErrcodeLabel(errcode) });
     this.omni = new OmniClient({ baseUrl: cfg.omni.baseUrl, version: cfg.omni.version, appId: cfg.omni.appId, secret: cfg.omni.secret, timeoutMs: cfg.delivery.timeoutMs, now: this.#now });
-    const mediaSecret = cfg.mediaSecret ?? createHmac("sha256", cfg.adminToken).update("wecom-bridge media links").digest("hex");
+    // runGateway passes the secret kept in the store; a gateway built directly without one signs
+    // with a per-process key (its links end with the process)
+    const mediaSecret = cfg.mediaSecret ?? options.mediaSecret ?? randomBytes(32).toString("hex");
     this.media = new MediaStore({ dir: cfg.mediaDir, publicUrl: cfg.publicUrl, secret: mediaSecret, ttlSec: cfg.mediaLinkTtlSec, store: this.store, now: this.#now });
     this.ingestor = new Ingestor(this.store);
     this.ingestor.onCommit = (items, results) => {
@@ -131,6 +140,7 @@ export class Gateway {
       wecom: this.wecom,
       media: this.media,
       policy: cfg.delivery,
+      mediaMaxBytes: cfg.limits.mediaBytes,
       appCredentials: (name) => {
         const a = this.#apps.get(name);
         return a ? { corpId: cfg.wecom.corpId, secret: a.cfg.secret } : undefined;
@@ -150,6 +160,7 @@ export class Gateway {
           deliverHistory: cfg.kf.deliverHistory,
           firstPullGraceSec: cfg.kf.firstPullGraceSec,
           limit: cfg.kf.pageSize,
+          pollIntervalSec: cfg.kf.pollIntervalSec,
           log: this.log,
           metrics: this.metrics,
           now: this.#now,
@@ -159,15 +170,27 @@ export class Gateway {
           },
         })
       : undefined;
+    this.retention = new Retention({
+      config: cfg,
+      store: this.store,
+      removeFile: async (row) => void (await removeMediaFile(cfg.mediaDir, row)),
+      log: this.log,
+      metrics: this.metrics,
+      now: this.#now,
+    });
   }
 
   /** Start the workers. */
   start(): void {
     this.delivery.start();
+    this.retention.start();
+    // catch up on KF messages that arrived while the gateway was down, then poll
+    void this.puller?.start();
   }
 
   /** Stop the workers (after finishing what is in flight). */
   async stop(): Promise<void> {
+    await this.retention.stop();
     await this.puller?.stop();
     await this.ingestor.drain();
     await this.delivery.stop();
@@ -190,7 +213,8 @@ export class Gateway {
       if (req.path === "/metrics") return { status: 200, headers: { "content-type": this.metrics.registry.contentType }, body: await this.metrics.registry.metrics() };
       if (parts[0] === "media" && parts.length === 3) return await this.mediaFile(parts[1] as string, parts[2] as string, req);
       if (parts[0] === "admin") return await this.admin(parts.slice(1), req);
-      return error(404, "not_found", `no route for ${req.method} ${req.path}`);
+      // answers never repeat what the caller sent (a path may carry anything, a secret included)
+      return error(404, "not_found", "no such endpoint (see the README's endpoint list)");
     } catch (e) {
       this.log.error("request failed", { path: req.path, error: e instanceof BridgeError ? e.message : (e as Error)?.message });
       return error(500, "internal", "internal error");
@@ -236,7 +260,7 @@ export class Gateway {
   /** `GET|POST /wecom/app/{name}`: URL verification and encrypted XML callbacks. */
   async appCallback(name: string, req: GatewayRequest): Promise<GatewayResponse> {
     const app = this.#apps.get(name);
-    if (!app) return error(404, "unknown_app", `no app named ${JSON.stringify(name)} is configured`);
+    if (!app) return error(404, "unknown_app", "no app of that name is configured (the path is /wecom/app/{wecom.apps[].name})");
     return this.#callback("app", app.crypto, req, async (plain) => {
       const msg = decodeAppXml(plain, { corpId: this.#tenant });
       if (msg.content.type === "event" && msg.content.event.name === "kf_msg_or_event") {
@@ -283,7 +307,7 @@ export class Gateway {
   /** `GET|POST /wecom/bot/{name}`: URL verification and encrypted JSON AI-bot callbacks. */
   async botCallback(name: string, req: GatewayRequest): Promise<GatewayResponse> {
     const bot = this.#bots.get(name);
-    if (!bot) return error(404, "unknown_bot", `no bot named ${JSON.stringify(name)} is configured`);
+    if (!bot) return error(404, "unknown_bot", "no bot of that name is configured (the path is /wecom/bot/{wecom.bots[].name})");
     const reply = (payload: Parameters<typeof encodeBotReply>[0]): GatewayResponse => ({
       status: 200,
       headers: { "content-type": "application/json; charset=utf-8" },
@@ -349,68 +373,13 @@ export class Gateway {
     return json(200, { errcode: 0, errmsg: "ok" });
   }
 
-  /** `GET /media/{tenant}/{id}?e&s`: a stored media file behind a signed, expiring link. */
+  /** `GET /media/{tenant}/{id}?e&s`: a stored media file behind a signed, expiring link, streamed (see `media.ts`). */
   async mediaFile(tenant: string, id: string, req: GatewayRequest): Promise<GatewayResponse> {
-    const r = await this.media.open(tenant, id, req.query.get("e"), req.query.get("s"));
-    if ("error" in r) {
-      const status = r.error === "not_found" ? 404 : 403;
-      return error(status, r.error, r.error === "expired" ? "this media link has expired" : r.error === "not_found" ? "no such media" : "bad media link signature");
-    }
-    return {
-      status: 200,
-      headers: {
-        "content-type": r.row.contentType,
-        "content-disposition": `inline; filename*=UTF-8''${encodeURIComponent(r.row.fileName)}`,
-        "cache-control": "private, max-age=3600",
-      },
-      body: r.bytes,
-    };
+    return this.media.serve(tenant, id, req.query.get("e"), req.query.get("s"));
   }
 
-  /** `GET /admin/...`: the read-only admin API behind `Authorization: Bearer {adminToken}`. */
+  /** `GET /admin/...`: the read-only admin API (see `admin.ts`). */
   async admin(parts: string[], req: GatewayRequest): Promise<GatewayResponse> {
-    const auth = header(req, "authorization") ?? "";
-    if (!safeEqual(auth, `Bearer ${this.config.adminToken}`)) return error(401, "unauthorized", "missing or wrong admin bearer token");
-    if (req.method !== "GET") return error(405, "method_not_allowed", "the admin API is read-only");
-    const q = req.query;
-    const limit = Math.min(500, Math.max(1, Number(q.get("limit") ?? 50) || 50));
-    const beforeText = q.get("before");
-    const before = beforeText !== null && /^\d+$/.test(beforeText) ? Number(beforeText) : undefined;
-    const page = before === undefined ? { limit } : { limit, before };
-    const channel = q.get("channel") as Channel | null;
-    const paged = <T>(items: T[], key: (t: T) => number) => json(200, { items, next: items.length === limit ? key(items[items.length - 1] as T) : null });
-    switch (parts.join("/")) {
-      case "conversations":
-        return paged(await this.store.listConversations({ ...page, ...(channel ? { channel } : {}) }), (c) => c.lastSeq);
-      case "messages": {
-        const since = q.get("since");
-        const until = q.get("until");
-        const conversation = q.get("conversation");
-        return paged(
-          await this.store.listMessages(
-            {
-              ...(channel ? { channel } : {}),
-              ...(conversation ? { conversationId: conversation } : {}),
-              ...(since ? { since: Number(since) } : {}),
-              ...(until ? { until: Number(until) } : {}),
-            },
-            page,
-          ),
-          (m) => m.seq,
-        );
-      }
-      case "archive":
-        return paged(await this.store.listArchive(page), (a) => a.id);
-      case "outbox": {
-        const states = (q.get("state") ?? "pending,inflight,dead").split(",").filter((s): s is OutboxState => ["pending", "inflight", "done", "dead"].includes(s));
-        return paged(await this.store.listOutbox(states, page), (o) => o.id);
-      }
-      case "cursors": {
-        const items = await this.store.listKfCursors({ limit, before: before ?? 0 });
-        return json(200, { items, next: items.length === limit ? (before ?? 0) + limit : null });
-      }
-      default:
-        return error(404, "not_found", `no admin resource ${parts.join("/")}`);
-    }
+    return adminApi(this.store, this.config.adminToken, parts, { method: req.method, query: req.query, authorization: header(req, "authorization") });
   }
 }

@@ -2,6 +2,7 @@
  * Run a gateway: open the store, compose the gateway, serve HTTP, start the workers.
  * @module
  */
+import { randomBytes } from "node:crypto";
 import type { Config } from "../config.js";
 import { startHttpServer } from "../http/server.js";
 import type { Logger } from "../log.js";
@@ -13,6 +14,9 @@ import { Gateway } from "./gateway.js";
 export { Gateway, type GatewayRequest, type GatewayResponse } from "./gateway.js";
 export { toOmniBody, mediaRefs } from "./omni-map.js";
 export { backoffDelay } from "./delivery.js";
+
+/** Name of the store setting that keeps the generated media-link key. */
+export const MEDIA_SECRET_SETTING = "media_link_secret";
 
 /** A running gateway. */
 export interface RunningGateway {
@@ -36,14 +40,25 @@ export interface RunGatewayOptions {
 /** Start a gateway from a validated configuration. */
 export async function runGateway(config: Config, options: RunGatewayOptions = {}): Promise<RunningGateway> {
   const store = options.store ?? (await openStore(config.store, { owner: true }));
+  // media links outlive an adminToken rotation: their key is generated once and kept in the store
+  const mediaSecret = config.mediaSecret ?? (await store.getOrCreateSetting(MEDIA_SECRET_SETTING, () => randomBytes(32).toString("hex")));
   const gateway = new Gateway({
     config,
     store,
+    mediaSecret,
     ...(options.log ? { log: options.log } : {}),
     ...(options.onStored ? { onStored: options.onStored } : {}),
     ...(options.now ? { now: options.now } : {}),
   });
-  const http = await startHttpServer(gateway, { host: config.listen.host, port: config.listen.port, bodyLimit: config.limits.bodyBytes });
+  const http = await startHttpServer(gateway, {
+    host: config.listen.host,
+    port: config.listen.port,
+    bodyLimit: config.limits.bodyBytes,
+    headersTimeoutMs: config.limits.headersTimeoutMs,
+    requestTimeoutMs: config.limits.requestTimeoutMs,
+    maxConnections: config.limits.maxConnections,
+    trustProxy: config.trustProxy,
+  });
   gateway.start();
   let stopped = false;
   return {

@@ -137,6 +137,11 @@ export interface WeComSimMedia {
   contentType: string;
   /** File name served in Content-Disposition. */
   filename: string;
+  /**
+   * How media/get sends the name: `raw` (default) as WeCom does, `filename="…"` with the UTF-8 bytes
+   * as they are; `rfc5987` as `filename*=UTF-8''…` after an ASCII `filename` fallback.
+   */
+  disposition?: "raw" | "rfc5987";
   /** image, voice, video or file. */
   type: string;
   /** When it was stored, ms (media_id is valid 3 days). */
@@ -253,6 +258,8 @@ export class WeComSimulator {
   readonly sent: WeComSimSent[] = [];
   /** Every request served (path without query), in order of completion. */
   readonly requests: WeComSimRequest[] = [];
+  /** Every access token issued, in order (tests check that none leaks). */
+  readonly issuedTokens: string[] = [];
   /** Every accepted kf/sync_msg call: whether it carried a (valid) callback Token. */
   readonly syncCalls: { openKfId: string; withToken: boolean; at: number }[] = [];
 
@@ -651,10 +658,12 @@ export class WeComSimulator {
   // --- media ---------------------------------------------------------------------------------------
 
   /** Store a temporary media file (valid 3 days per `now`) and return its media_id for media/get. */
-  putMedia(bytes: Uint8Array, opts: { contentType: string; filename: string; type?: "image" | "voice" | "video" | "file" }): string {
+  putMedia(bytes: Uint8Array, opts: { contentType: string; filename: string; type?: "image" | "voice" | "video" | "file"; disposition?: "raw" | "rfc5987" }): string {
     const id = this.#ids.mediaId();
     const type = opts.type ?? (opts.contentType.startsWith("image/") ? "image" : opts.contentType.startsWith("video/") ? "video" : opts.contentType.startsWith("audio/") ? "voice" : "file");
-    this.#media.set(id, { bytes: Buffer.from(bytes), contentType: opts.contentType, filename: opts.filename, type, createdAt: this.#now() });
+    const media: WeComSimMedia = { bytes: Buffer.from(bytes), contentType: opts.contentType, filename: opts.filename, type, createdAt: this.#now() };
+    if (opts.disposition !== undefined) media.disposition = opts.disposition;
+    this.#media.set(id, media);
     return id;
   }
 
@@ -815,6 +824,7 @@ export class WeComSimulator {
       return { json: { errcode: 0, errmsg: "ok", access_token: current, expires_in: Math.floor((info.expiresAt - now) / 1000) } };
     }
     const token = this.#ids.accessToken();
+    this.issuedTokens.push(token);
     this.#tokens.set(token, { app, expiresAt: now + this.#tokenTtlMs, revoked: false });
     this.#appTokens.set(app.cfg.agentId, token);
     return { json: { errcode: 0, errmsg: "ok", access_token: token, expires_in: Math.floor(this.#tokenTtlMs / 1000) } };
@@ -989,7 +999,10 @@ export class WeComSimulator {
     if (m === undefined || !this.#mediaExists(id)) throw new SimApiError(40007, "invalid media_id");
     const headers: Record<string, string | number> = {
       "Content-Type": m.contentType,
-      "Content-Disposition": `attachment; filename="${rawUtf8Header(m.filename)}"`,
+      "Content-Disposition":
+        m.disposition === "rfc5987"
+          ? `attachment; filename="${m.filename.replace(/[^\x20-\x7e]|["\\]/g, "_")}"; filename*=UTF-8''${encodeURIComponent(m.filename)}`
+          : `attachment; filename="${rawUtf8Header(m.filename)}"`,
       "Accept-Ranges": "bytes",
       "Cache-Control": "no-cache, must-revalidate",
     };

@@ -1,0 +1,138 @@
+/**
+ * The admin API: read-only JSON behind `Authorization: Bearer {adminToken}`. Every listing answers
+ * `{"items": [...], "next": N|null}`, newest first, paged by key (`?before={next}`). Parameters
+ * are checked strictly: a bad or unknown one is a 400 naming it, never a 500 and never ignored.
+ * @module
+ */
+import { CHANNELS, type Channel } from "../model.js";
+import type { OutboxState, Page, Store } from "../store/types.js";
+import { bearerMatches } from "../wecom/crypto.js";
+
+/** An answer of the admin API (the gateway's response shape). */
+export interface AdminResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** What the admin API needs of a request. */
+export interface AdminRequest {
+  method: string;
+  query: URLSearchParams;
+  /** The Authorization header. */
+  authorization: string | undefined;
+}
+
+const json = (status: number, body: unknown): AdminResponse => ({ status, headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" }, body: JSON.stringify(body) });
+
+/** A parameter the caller got wrong: answered 400 with errcode `bad_param`. */
+class BadParam extends Error {}
+
+const OUTBOX_STATES: readonly OutboxState[] = ["pending", "inflight", "done", "dead"];
+/** Largest time or key accepted: beyond it is a caller's mistake, not a page. */
+const MAX_KEY = Number.MAX_SAFE_INTEGER;
+
+/** The parameters each listing takes (the paging ones included). */
+const PARAMS: Record<string, readonly string[]> = {
+  conversations: ["limit", "before", "channel"],
+  messages: ["limit", "before", "channel", "conversation", "since", "until"],
+  archive: ["limit", "before"],
+  outbox: ["limit", "before", "state"],
+  cursors: ["limit", "before"],
+};
+
+/** Reads the query of one listing, refusing anything it does not know or cannot parse. */
+class Params {
+  readonly #q: URLSearchParams;
+
+  constructor(q: URLSearchParams, allowed: readonly string[]) {
+    this.#q = q;
+    const seen = new Set<string>();
+    for (const k of q.keys()) {
+      if (!allowed.includes(k)) throw new BadParam(`unknown parameter (this listing takes ${allowed.join(", ")})`);
+      if (seen.has(k)) throw new BadParam(`${k}: given more than once`);
+      seen.add(k);
+    }
+  }
+
+  /** An integer parameter in [min, max], or undefined when absent. */
+  int(name: string, min: number, max: number, what: string): number | undefined {
+    const v = this.#q.get(name);
+    if (v === null) return undefined;
+    if (!/^\d{1,16}$/.test(v) || Number(v) < min || Number(v) > max) throw new BadParam(`${name}: must be ${what}`);
+    return Number(v);
+  }
+
+  channel(): Channel | undefined {
+    const v = this.#q.get("channel");
+    if (v === null) return undefined;
+    if (!(CHANNELS as readonly string[]).includes(v)) throw new BadParam(`channel: must be one of ${CHANNELS.join(", ")}`);
+    return v as Channel;
+  }
+
+  states(): OutboxState[] {
+    const v = this.#q.get("state");
+    if (v === null) return ["pending", "inflight", "dead"];
+    const list = v.split(",");
+    for (const s of list) if (!(OUTBOX_STATES as readonly string[]).includes(s)) throw new BadParam(`state: must be a comma list of ${OUTBOX_STATES.join(", ")}`);
+    return [...new Set(list as OutboxState[])];
+  }
+
+  text(name: string, maxLength: number): string | undefined {
+    const v = this.#q.get(name);
+    if (v === null) return undefined;
+    if (v === "" || v.length > maxLength) throw new BadParam(`${name}: must be 1 to ${maxLength} characters`);
+    return v;
+  }
+
+  page(): Page {
+    const limit = this.int("limit", 1, 500, "an integer from 1 to 500") ?? 50;
+    const before = this.int("before", 1, MAX_KEY, "the positive integer given as next by the previous page");
+    return before === undefined ? { limit } : { limit, before };
+  }
+}
+
+/**
+ * Answer `GET /admin/{path}`.
+ * @param store where the listings come from
+ * @param adminToken the configured bearer token
+ * @param path the path after `/admin/`, split on `/`
+ */
+export async function adminApi(store: Store, adminToken: string, path: string[], req: AdminRequest): Promise<AdminResponse> {
+  if (!bearerMatches(req.authorization, adminToken)) {
+    return { ...json(401, { errcode: "unauthorized", errmsg: "missing or wrong admin bearer token" }), headers: { "content-type": "application/json; charset=utf-8", "www-authenticate": 'Bearer realm="wecom-bridge admin"' } };
+  }
+  const resource = path.join("/");
+  const allowed = PARAMS[resource];
+  if (allowed === undefined || !Object.hasOwn(PARAMS, resource)) return json(404, { errcode: "not_found", errmsg: `no such admin resource; there are ${Object.keys(PARAMS).join(", ")}` });
+  if (req.method !== "GET" && req.method !== "HEAD") return json(405, { errcode: "method_not_allowed", errmsg: "the admin API is read-only: use GET" });
+  try {
+    const p = new Params(req.query, allowed);
+    const page = p.page();
+    const paged = <T>(items: T[], key: (t: T) => number) => json(200, { items, next: items.length === page.limit ? key(items[items.length - 1] as T) : null });
+    switch (resource) {
+      case "conversations": {
+        const channel = p.channel();
+        return paged(await store.listConversations({ ...page, ...(channel ? { channel } : {}) }), (c) => c.lastSeq);
+      }
+      case "messages": {
+        const channel = p.channel();
+        const conversationId = p.text("conversation", 512);
+        const since = p.int("since", 0, MAX_KEY, "a time in milliseconds since 1970 (an integer)");
+        const until = p.int("until", 0, MAX_KEY, "a time in milliseconds since 1970 (an integer)");
+        if (since !== undefined && until !== undefined && since > until) throw new BadParam("since: must not be after until");
+        const filter = { ...(channel ? { channel } : {}), ...(conversationId ? { conversationId } : {}), ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}) };
+        return paged(await store.listMessages(filter, page), (m) => m.seq);
+      }
+      case "archive":
+        return paged(await store.listArchive(page), (a) => a.id);
+      case "outbox":
+        return paged(await store.listOutbox(p.states(), page), (o) => o.id);
+      default:
+        return paged(await store.listKfCursors(page), (c) => c.id);
+    }
+  } catch (e) {
+    if (e instanceof BadParam) return json(400, { errcode: "bad_param", errmsg: e.message });
+    throw e;
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * Retention end to end, with an injected clock: a real gateway stores and delivers messages, then
+ * the pruner runs as if days had passed. Old rows and files go; recent rows, dead letters and
+ * anything pending or in flight stay; ledger keys outlive their messages by at least 4 days; erase
+ * and purge work from the command line while the gateway serves.
+ */
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { runCli } from "../src/cli/main.js";
+import { configSchema } from "../src/config.js";
+import { removeMediaFile } from "../src/gateway/media.js";
+import { pruneCutoffs, Retention, retentionDays } from "../src/gateway/retention.js";
+import { silentLogger } from "../src/log.js";
+import { ADMIN, AGENT, ARCHIVE_SECRET, CORP, eventually, type Stack, startStack } from "./stack.js";
+import { fixture } from "./helpers.js";
+
+const DAY = 86_400_000;
+let stack: Stack | undefined;
+afterEach(async () => {
+  await stack?.stop();
+  stack = undefined;
+});
+
+async function admin(s: Stack, path: string): Promise<any> {
+  return (await fetch(`${s.gw.url}${path}`, { headers: { authorization: `Bearer ${ADMIN}` } })).json();
+}
+
+/** A pruner over the stack's store whose clock is `days` ahead. */
+function prunerAt(s: Stack, days: number, retention: Record<string, unknown> = {}): Retention {
+  return new Retention({
+    config: { retention: configSchema.shape.retention.parse(retention), mediaLinkTtlSec: s.config.mediaLinkTtlSec },
+    store: s.gw.store,
+    removeFile: async (row) => void (await removeMediaFile(s.config.mediaDir, row)),
+    log: silentLogger,
+    now: () => Date.now() + days * DAY,
+  });
+}
+
+function imageXml(user: string, mediaId: string, msgId: string): string {
+  return `<xml><ToUserName><![CDATA[${CORP}]]></ToUserName><FromUserName><![CDATA[${user}]]></FromUserName><CreateTime>${Math.floor(Date.now() / 1000)}</CreateTime><MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[https://wework.qpic.cn/x]]></PicUrl><MediaId><![CDATA[${mediaId}]]></MediaId><MsgId>${msgId}</MsgId><AgentID>${AGENT}</AgentID></xml>`;
+}
+
+const mediaFiles = (s: Stack) => (existsSync(s.config.mediaDir) ? readdirSync(s.config.mediaDir, { recursive: true, withFileTypes: true }).filter((d) => d.isFile()).length : 0);
+
+describe("retention settings", () => {
+  it("days per channel, ledger never under 4 days, media until links expire", () => {
+    expect(retentionDays(30, "archive")).toBe(30);
+    expect(retentionDays({ archive: 365, default: 30 }, "archive")).toBe(365);
+    expect(retentionDays({ archive: 365, default: 30 }, "kf")).toBe(30);
+    const now = 1_800_000_000_000;
+    const c = pruneCutoffs({ retention: { days: { default: 1, archive: 365 }, intervalSec: 60, batchSize: 10 }, mediaLinkTtlSec: 3600 }, now);
+    expect(c.messagesBefore.app).toBe(now - DAY);
+    expect(c.ledgerBefore.app).toBe(now - 4 * DAY);
+    expect(c.messagesBefore.archive).toBe(now - 365 * DAY);
+    expect(c.ledgerBefore.archive).toBe(now - 365 * DAY);
+    expect(c.archiveBefore).toBe(now - 365 * DAY);
+    expect(c.mediaBefore).toBe(now - 3600_000);
+  });
+});
+
+describe("retention", () => {
+  it("old rows and files go; recent rows, dead letters and pending entries stay", async () => {
+    stack = await startStack();
+    const s = stack;
+    const png = Buffer.from("89504e470d0a1a0a0000000d49484452", "hex");
+    await s.wecom.appUserSendsText(AGENT, "old", "an old message");
+    await s.wecom.appSends(AGENT, imageXml("old", s.wecom.putMedia(png, { contentType: "image/png", filename: "a.png" }), "7381973325934170101"));
+    await s.wecom.kfCustomerSends("wkAJ2GCAAASSm4_FhToWMFea0xAFfd3Q", "wmOLD", { msgtype: "text", text: { content: "kf" } });
+    expect((await fetch(`${s.gw.url}/archive/push?secret=${ARCHIVE_SECRET}`, { method: "POST", body: fixture("archive", "record-text.json") })).status).toBe(200);
+    const delivered = await s.omni.waitFor(4);
+    const link = delivered.find((g) => g.body.MsgType === "image")?.body.Content as string;
+    expect((await fetch(link)).status).toBe(200);
+    expect(mediaFiles(s)).toBe(1);
+    await eventually(async () => (await admin(s, "/admin/outbox?state=pending,inflight")).items.length === 0, 5000, "everything delivered");
+
+    // a dead letter and a pending entry: the 全媒体 refuses, then is down
+    s.omni.setFailure("errcode");
+    await s.wecom.appUserSendsText(AGENT, "dead", "refused for good");
+    await eventually(async () => (await admin(s, "/admin/outbox?state=dead")).items.length === 1, 10_000, "a dead letter");
+    await s.wecom.appUserSendsText(AGENT, "waiting", "still pending");
+    await eventually(async () => (await admin(s, "/admin/messages?channel=app")).items.length === 4);
+
+    // nothing is old yet: a run now removes nothing
+    expect(await prunerAt(s, 0).run()).toEqual({ messages: 0, outbox: 0, ledger: 0, archive: 0, media: 0 });
+
+    // 31 days on, with a year for the archive
+    const r = await prunerAt(s, 31, { days: { archive: 365, default: 30 } }).run();
+    expect(r.messages).toBe(3); // app text, app image, KF text
+    expect(r.media).toBe(1);
+    expect(mediaFiles(s)).toBe(0);
+    expect((await fetch(link)).status).toBe(404);
+    const left = (await admin(s, "/admin/messages?limit=500")).items;
+    const conversationsLeft = left.map((m: { conversationId: string }) => m.conversationId);
+    expect(conversationsLeft).toHaveLength(3);
+    expect(conversationsLeft).toEqual(expect.arrayContaining([`app:${CORP}:${AGENT}:dead`, `app:${CORP}:${AGENT}:waiting`, expect.stringMatching(/^archive:/)]));
+    expect((await admin(s, "/admin/outbox?state=dead")).items).toHaveLength(1);
+    expect((await admin(s, "/admin/outbox?state=pending,inflight")).items.length).toBeGreaterThanOrEqual(1);
+    expect((await admin(s, "/admin/archive")).items).toHaveLength(1);
+    const conversations = (await admin(s, "/admin/conversations")).items.map((c: { conversationId: string }) => c.conversationId);
+    expect(conversations).not.toContain(`app:${CORP}:${AGENT}:old`);
+  });
+
+  it("ledger keys outlive their messages by at least 4 days, so a late retry is still recognised", async () => {
+    stack = await startStack();
+    const s = stack;
+    const xml = fixture("app", "msg-text.xml");
+    await s.wecom.appSends(AGENT, xml);
+    await s.omni.waitFor(1);
+    await eventually(async () => (await admin(s, "/admin/outbox?state=pending,inflight")).items.length === 0);
+    const r2 = await prunerAt(s, 2, { days: 1 }).run();
+    expect(r2).toMatchObject({ messages: 1, ledger: 0 });
+    await s.wecom.appSends(AGENT, xml); // WeCom hands the same item over again
+    const metrics = await (await fetch(`${s.gw.url}/metrics`)).text();
+    expect(metrics).toMatch(/wecom_bridge_dedup_hits_total\{channel="app"\} 1/);
+    expect((await admin(s, "/admin/messages")).items).toHaveLength(0);
+    const r5 = await prunerAt(s, 5, { days: 1 }).run();
+    expect(r5.ledger).toBeGreaterThanOrEqual(1);
+  });
+
+  it("erase and purge run from the command line while the gateway serves", async () => {
+    stack = await startStack({ config: (c) => (c.delivery.maxAttempts = 1) });
+    const s = stack;
+    const file = join(s.dir, "bridge.json");
+    writeFileSync(file, JSON.stringify({ ...s.config, store: s.config.store, retention: undefined }));
+    const out: string[] = [];
+    const io = { stdout: (t: string) => void out.push(t), stderr: (t: string) => void out.push(t), readStdin: () => "" };
+
+    await s.wecom.appUserSendsText(AGENT, "pipl", "erase me");
+    await s.wecom.appUserSendsText(AGENT, "keep", "keep me");
+    await s.omni.waitFor(2);
+    const address = `app:${CORP}:${AGENT}:pipl`;
+    expect(await runCli(["erase", "--conversation", address, "--config", file], io)).toBe(0);
+    expect(out.join("")).toMatch(/erased .*: 1 messages/);
+    const msgs = (await admin(s, "/admin/messages")).items;
+    expect(msgs.map((m: { conversationId: string }) => m.conversationId)).toEqual([`app:${CORP}:${AGENT}:keep`]);
+    // the serving gateway goes on: a new message of the erased conversation is stored and delivered
+    await s.wecom.appUserSendsText(AGENT, "pipl", "after erasure");
+    await eventually(() => s.omni.received.some((g) => g.body.Content === "after erasure"));
+
+    s.omni.setFailure("errcode");
+    await s.wecom.appUserSendsText(AGENT, "dead", "dies");
+    await eventually(async () => (await admin(s, "/admin/outbox?state=dead")).items.length === 1, 10_000, "a dead letter");
+    expect(await runCli(["purge", "--dead", "--before", "2020-01-01", "--config", file], io)).toBe(0);
+    expect((await admin(s, "/admin/outbox?state=dead")).items).toHaveLength(1);
+    expect(await runCli(["purge", "--dead", "--config", file], io)).toBe(0);
+    expect(out.join("")).toContain("1 dead letter removed");
+    expect((await admin(s, "/admin/outbox?state=dead")).items).toHaveLength(0);
+    const metrics = await (await fetch(`${s.gw.url}/metrics`)).text();
+    expect(metrics).toMatch(/wecom_bridge_outbox_depth\{state="dead"\} 0/);
+    expect(await runCli(["purge", "--config", file], io)).toBe(2);
+    expect(await runCli(["purge", "--dead", "--before", "yesterday", "--config", file], io)).toBe(2);
+    expect(await runCli(["erase", "--config", file], io)).toBe(2);
+  });
+});
