@@ -4,13 +4,14 @@
  * anything pending or in flight stay; ledger keys outlive their messages by at least 4 days; erase
  * and purge work from the command line while the gateway serves.
  */
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runCli } from "../src/cli/main.js";
 import { configSchema } from "../src/config.js";
-import { removeMediaFile } from "../src/gateway/media.js";
-import { pruneCutoffs, Retention, retentionDays } from "../src/gateway/retention.js";
+import { removeMediaFile, sweepPartialFiles } from "../src/gateway/media.js";
+import { PARTIAL_FILE_MAX_AGE_MS, pruneCutoffs, Retention, retentionDays } from "../src/gateway/retention.js";
 import { silentLogger } from "../src/log.js";
 import { ADMIN, AGENT, ARCHIVE_SECRET, CORP, eventually, type Stack, startStack } from "./stack.js";
 import { fixture } from "./helpers.js";
@@ -56,6 +57,24 @@ describe("retention settings", () => {
     expect(c.ledgerBefore.archive).toBe(now - 365 * DAY);
     expect(c.archiveBefore).toBe(now - 365 * DAY);
     expect(c.mediaBefore).toBe(now - 3600_000);
+  });
+});
+
+describe("partial downloads", () => {
+  it("those a killed process left are swept after an hour; fresh ones and finished files stay", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wb-partial-"));
+    mkdirSync(join(dir, CORP));
+    const old = join(dir, CORP, "m1-0.abc123.tmp");
+    const fresh = join(dir, CORP, "m2-0.def456.tmp");
+    const done = join(dir, CORP, "m3-0");
+    for (const f of [old, fresh, done]) writeFileSync(f, "x");
+    const hourAgo = (Date.now() - 2 * 3_600_000) / 1000;
+    utimesSync(old, hourAgo, hourAgo);
+    utimesSync(done, hourAgo, hourAgo);
+    writeFileSync(join(dir, "stray-file"), "not a tenant folder");
+    expect(await sweepPartialFiles(dir, Date.now() - PARTIAL_FILE_MAX_AGE_MS)).toBe(1);
+    expect([existsSync(old), existsSync(fresh), existsSync(done)]).toEqual([false, true, true]);
+    expect(await sweepPartialFiles(join(dir, "missing"), Date.now())).toBe(0);
   });
 });
 

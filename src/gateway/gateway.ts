@@ -23,7 +23,7 @@ import { adminApi } from "./admin.js";
 import { DeliveryWorker } from "./delivery.js";
 import { KfPuller } from "./kf-puller.js";
 import { Retention } from "./retention.js";
-import { MediaStore, removeMediaFile } from "./media.js";
+import { MediaStore, removeMediaFile, sweepPartialFiles } from "./media.js";
 import { apiLabel, Metrics, wecomErrcodeLabel } from "./metrics.js";
 import { Ingestor, messageItem } from "./pipeline.js";
 
@@ -174,6 +174,7 @@ export class Gateway {
       config: cfg,
       store: this.store,
       removeFile: async (row) => void (await removeMediaFile(cfg.mediaDir, row)),
+      sweepPartial: (before) => sweepPartialFiles(cfg.mediaDir, before),
       log: this.log,
       metrics: this.metrics,
       now: this.#now,

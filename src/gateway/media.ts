@@ -16,7 +16,7 @@
  */
 import { createDecipheriv, createHmac, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, open, rename, rm, unlink } from "node:fs/promises";
+import { mkdir, open, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -60,6 +60,42 @@ export async function removeMediaFile(dir: string, row: Pick<MediaRow, "tenant" 
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw e;
   }
+}
+
+/**
+ * Delete the partial downloads (`*.tmp`) a killed process left in `dir`, when last written before
+ * `before` (ms): a download in progress keeps writing its file, so it is never touched.
+ * @returns how many were removed
+ */
+export async function sweepPartialFiles(dir: string, before: number): Promise<number> {
+  let removed = 0;
+  let tenants: string[];
+  try {
+    tenants = await readdir(dir);
+  } catch {
+    return 0; // no media folder yet
+  }
+  for (const tenant of tenants) {
+    let names: string[];
+    try {
+      names = await readdir(join(dir, tenant));
+    } catch {
+      continue; // a file, not a tenant folder
+    }
+    for (const name of names) {
+      if (!name.endsWith(".tmp")) continue;
+      const path = join(dir, tenant, name);
+      try {
+        if ((await stat(path)).mtimeMs < before) {
+          await unlink(path);
+          removed++;
+        }
+      } catch {
+        // gone meanwhile (its download finished or failed)
+      }
+    }
+  }
+  return removed;
 }
 
 /**

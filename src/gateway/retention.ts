@@ -9,6 +9,7 @@
  *   back, so WeCom can hand the same item over again that long);
  * - media files and rows: until their links expire (`mediaLinkTtlSec` after delivery);
  * - dead letters: until replayed, or removed with `wecom-bridge purge --dead`;
+ * - partial downloads a killed process left in the media folder: an hour;
  * - pending and in-flight entries, and their messages and media: until delivered.
  * @module
  */
@@ -19,6 +20,8 @@ import type { MediaRow, PruneCutoffs, PruneResult, Store } from "../store/types.
 import type { Metrics } from "./metrics.js";
 
 const DAY_MS = 86_400_000;
+/** Partial downloads (`*.tmp`) untouched this long were left by a killed process. */
+export const PARTIAL_FILE_MAX_AGE_MS = 3_600_000;
 /** Ledger keys are never kept less than this: WeCom's sync_msg can return an item 3 days later. */
 export const LEDGER_MIN_DAYS = 4;
 
@@ -53,6 +56,8 @@ export interface RetentionOptions {
   store: Store;
   /** Delete the file of a media row the store no longer has. */
   removeFile: (row: MediaRow) => Promise<void>;
+  /** Delete partial downloads last written before this time (ms); returns how many. */
+  sweepPartial?: (before: number) => Promise<number>;
   log: Logger;
   metrics?: Metrics;
   now?: () => number;
@@ -120,7 +125,14 @@ export class Retention {
 
   async #run(): Promise<RetentionRun> {
     const total: RetentionRun = { messages: 0, outbox: 0, ledger: 0, archive: 0, media: 0 };
-    const cutoffs = pruneCutoffs(this.#o.config, this.#now());
+    const now = this.#now();
+    const cutoffs = pruneCutoffs(this.#o.config, now);
+    // a download writes its partial file at least every delivery timeout: an hour-old one is dead
+    const partial = (await this.#o.sweepPartial?.(now - PARTIAL_FILE_MAX_AGE_MS)) ?? 0;
+    if (partial > 0) {
+      this.#o.log.info("partial media downloads removed", { files: partial });
+      this.#o.metrics?.retentionDeleted.inc({ what: "partial_files" }, partial);
+    }
     const batch = this.#o.config.retention.batchSize;
     for (;;) {
       const r = await this.#o.store.pruneBatch(cutoffs, batch);
