@@ -12,7 +12,7 @@ import type { AppConfig, BotConfig, Config } from "../config.js";
 import { BridgeError, DecodeError, WeComCryptoError } from "../errors.js";
 import { createLogger, type Logger } from "../log.js";
 import type { Channel, UnifiedMessage } from "../model.js";
-import type { IngestItem, OutboxState, Store } from "../store/types.js";
+import type { IngestItem, Store } from "../store/types.js";
 import { decodeAppXml } from "../wecom/app/decode.js";
 import { decodeArchivePush } from "../wecom/archive/decode.js";
 import { decodeBotCallback } from "../wecom/bot/decode.js";

@@ -16,6 +16,7 @@ import {
   type Decipher,
   type KeyObject,
   randomBytes,
+  timingSafeEqual,
 } from "node:crypto";
 import { WeComCryptoErrcode as E, WeComCryptoError } from "../errors.js";
 import { cdata } from "./xml.js";
@@ -73,14 +74,30 @@ export function sha1Hex(data: string): string {
 }
 
 /**
- * Constant-time comparison of two strings of char codes < 256 (hex signatures): the time depends
- * only on the length, never on where the strings differ. False when the lengths differ.
+ * Constant-time comparison of two strings (signatures, secrets, tokens): both are hashed to
+ * SHA-256 digests of their UTF-16 code units, and the two 32-byte digests are compared with
+ * `crypto.timingSafeEqual`. There is no early return on a length mismatch, so the time tells
+ * neither where the strings differ nor how long the secret is. Every string is handled exactly
+ * (code units, not UTF-8: two different lone surrogates are different).
  */
 export function safeEqual(a: string, b: string): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
-  return diff === 0;
+  const da = createHash("sha256").update(a, "utf16le").digest();
+  const db = createHash("sha256").update(b, "utf16le").digest();
+  return timingSafeEqual(da, db);
+}
+
+/**
+ * True when an `Authorization` header value is `Bearer {token}`. The scheme is matched
+ * case-insensitively (RFC 7235 §2.1: `bearer`, `BEARER`) and may be followed by one or more
+ * spaces; the credentials are compared with {@link safeEqual}. False for a missing header, another
+ * scheme, or an empty `token` (an unset token never matches).
+ */
+export function bearerMatches(authorization: string | undefined, token: string): boolean {
+  if (typeof authorization !== "string") return false;
+  const scheme = /^bearer +/i.exec(authorization);
+  const credentials = scheme ? authorization.slice(scheme[0].length).trimEnd() : "";
+  const same = safeEqual(credentials, token);
+  return scheme !== null && token !== "" && same;
 }
 
 /** Add PKCS#7 padding with WeCom's 32-byte block (pad byte 1..32). */
