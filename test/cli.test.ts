@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { FIXTURES, fixture, vectors } from "./helpers.js";
+import { storeForLog } from "../src/cli/main.js";
 
 const BIN = fileURLToPath(new URL("../bin/wecom-bridge", import.meta.url));
 const v = vectors.official_decrypt_msg;
@@ -267,9 +268,18 @@ describe("long-running commands", () => {
     );
     const { child, readyP, exited } = spawnUntil(["start"], /wecom-bridge serving/, { ...process.env, WECOM_BRIDGE_CONFIG: config });
     const line = (await readyP).split("\n").find((l) => l.includes("wecom-bridge serving")) as string;
-    const { url } = JSON.parse(line) as { url: string };
+    const { url, store, mediaDir } = JSON.parse(line) as { url: string; store: string; mediaDir: string };
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    // where the files are, resolved against the config's folder
+    expect(store).toBe(`sqlite:${join(dir, "bridge.db")}`);
+    expect(mediaDir).toBe(join(dir, "data", "media"));
     child.kill("SIGTERM");
     expect(await exited).toBe(0);
+  });
+
+  it("never logs a database password", () => {
+    expect(storeForLog("postgres://bridge:s3cr3t-pw@db.internal:5432/bridge")).toBe("postgres://db.internal:5432/bridge");
+    expect(storeForLog("sqlite:/var/lib/wb/bridge.db")).toBe("sqlite:/var/lib/wb/bridge.db");
+    expect(storeForLog("postgres://user:pw@[bad")).toBe("(unparsable store URL)");
   });
 });

@@ -126,10 +126,29 @@ async function serveCommand(args: string[], io: CliIo): Promise<void> {
   const format = values["log-format"] === "pretty" ? "pretty" : "json";
   const log = createLogger({ format, write: (l) => io.stdout(l) });
   const running = await runGateway(config, { log });
-  log.info("wecom-bridge serving", { url: running.url, store: config.store, apps: config.wecom.apps.map((a) => a.name), bots: config.wecom.bots.map((b) => b.name) });
+  log.info("wecom-bridge serving", {
+    url: running.url,
+    store: storeForLog(config.store),
+    mediaDir: config.mediaDir,
+    apps: config.wecom.apps.map((a) => a.name),
+    bots: config.wecom.bots.map((b) => b.name),
+  });
   await untilSignal();
   log.info("wecom-bridge stopping");
   await running.stop();
+}
+
+/** The store setting as it may be logged: a database URL loses its user and password. */
+export function storeForLog(store: string): string {
+  if (store.startsWith("sqlite:")) return store;
+  try {
+    const u = new URL(store);
+    u.username = "";
+    u.password = "";
+    return u.toString();
+  } catch {
+    return "(unparsable store URL)";
+  }
 }
 
 function untilSignal(): Promise<void> {
