@@ -420,3 +420,24 @@ describe("the message waiting for its media", () => {
     }
   });
 });
+
+describe("media links and the admin token", () => {
+  it("rotating adminToken (mediaSecret unset) leaves every media link valid: the key is generated once and kept in the store", async () => {
+    stack = await startStack();
+    const s = stack;
+    expect(s.config.mediaSecret).toBeUndefined();
+    await s.wecom.appSends(AGENT, imageXml("rot", s.wecom.putMedia(PNG, { contentType: "image/png", filename: "a.png" }), "7381973325934170777"));
+    const [got] = await s.omni.waitFor(1);
+    const link = got?.body.Content as string;
+    expect((await fetch(link)).status).toBe(200);
+    // the operator rotates the admin token and restarts
+    await s.gw.stop();
+    const { runGateway } = await import("../src/gateway/index.js");
+    s.gw = await runGateway({ ...s.config, adminToken: "a-brand-new-admin-token-42" }, { log: silentLogger });
+    expect((await fetch(link)).status).toBe(200);
+    // a different store (another deployment) does not accept it
+    await s.gw.stop();
+    s.gw = await runGateway({ ...s.config, store: `sqlite:${join(s.dir, "other.db")}` }, { log: silentLogger });
+    expect((await fetch(link)).status).toBe(403);
+  });
+});
