@@ -1,50 +1,32 @@
 /**
- * The gateway: composes the protocol core, the store, the clients and the workers, and answers
- * each endpoint as a plain function of a request (`GatewayRequest` → `GatewayResponse`), so the
+ * The gateway's composition root: builds the protocol core, the store, the clients and the
+ * workers, and routes each request to its endpoint module (`endpoints/`: app and bot callbacks,
+ * the archive push, media, the admin API, probes), each a plain function of a request, so the
  * HTTP framework stays an edge.
  * @module
  */
-import { createHash, randomBytes } from "node:crypto";
-import type { Readable } from "node:stream";
+import { randomBytes } from "node:crypto";
 import { OmniClient } from "../clients/omni.js";
 import { WeComClient, type WeComCredentials } from "../clients/wecom.js";
-import type { AppConfig, BotConfig, Config } from "../config.js";
-import { BridgeError, DecodeError, WeComCryptoError } from "../errors.js";
+import type { Config } from "../config.js";
+import { BridgeError } from "../errors.js";
 import { createLogger, type Logger } from "../log.js";
 import type { Channel, UnifiedMessage } from "../model.js";
-import type { IngestItem, Store } from "../store/types.js";
-import { decodeAppXml } from "../wecom/app/decode.js";
-import { decodeArchivePush } from "../wecom/archive/decode.js";
-import { decodeBotCallback } from "../wecom/bot/decode.js";
-import { encodeBotReply } from "../wecom/bot/encode.js";
-import { safeEqual, WeComCrypto } from "../wecom/crypto.js";
-import { parseCallbackEnvelope } from "../wecom/envelope.js";
-import { adminApi } from "./admin.js";
+import type { Store } from "../store/types.js";
+import { WeComCrypto } from "../wecom/crypto.js";
 import { DeliveryWorker } from "./delivery.js";
+import { adminApi } from "./endpoints/admin.js";
+import { type AppEndpoint, appCallback } from "./endpoints/app.js";
+import { archivePush } from "./endpoints/archive.js";
+import { type BotEndpoint, botCallback } from "./endpoints/bot.js";
+import { type EndpointContext, error, type GatewayRequest, type GatewayResponse, header, json } from "./endpoints/http.js";
 import { KfPuller } from "./kf-puller.js";
-import { Retention } from "./retention.js";
 import { MediaStore, removeMediaFile, sweepPartialFiles } from "./media.js";
 import { apiLabel, Metrics, wecomErrcodeLabel } from "./metrics.js";
-import { Ingestor, messageItem } from "./pipeline.js";
+import { Ingestor } from "./pipeline.js";
+import { Retention } from "./retention.js";
 
-/** A request as the gateway sees it. */
-export interface GatewayRequest {
-  method: string;
-  /** Path without query. */
-  path: string;
-  query: URLSearchParams;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-  /** Peer address. */
-  remoteAddress?: string;
-}
-
-/** An answer. A `Readable` body (a media file) is streamed to the client. */
-export interface GatewayResponse {
-  status: number;
-  headers?: Record<string, string>;
-  body: string | Buffer | Readable;
-}
+export type { GatewayRequest, GatewayResponse } from "./endpoints/http.js";
 
 /** Options of {@link Gateway}. */
 export interface GatewayOptions {
@@ -58,27 +40,8 @@ export interface GatewayOptions {
   mediaSecret?: string;
 }
 
-const json = (status: number, body: unknown): GatewayResponse => ({ status, headers: { "content-type": "application/json; charset=utf-8" }, body: JSON.stringify(body) });
-const text = (status: number, body: string): GatewayResponse => ({ status, headers: { "content-type": "text/plain; charset=utf-8" }, body });
-const error = (status: number, errcode: number | string, errmsg: string): GatewayResponse => json(status, { errcode, errmsg });
-
-/** Turn a failure of the inbound path into a clear 4xx. */
-function rejection(e: unknown): { response: GatewayResponse; outcome: string } | undefined {
-  if (e instanceof WeComCryptoError) {
-    if (e.errcode === -40001) return { response: error(401, e.errcode, e.message), outcome: "bad_signature" };
-    return { response: error(400, e.errcode, e.message), outcome: "malformed" };
-  }
-  if (e instanceof DecodeError) return { response: error(400, e.code, e.message), outcome: "malformed" };
-  return undefined;
-}
-
-function header(req: GatewayRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
 /** The gateway. */
-export class Gateway {
+export class Gateway implements EndpointContext {
   readonly config: Config;
   readonly store: Store;
   readonly log: Logger;
@@ -91,9 +54,10 @@ export class Gateway {
   readonly puller: KfPuller | undefined;
   /** Prunes what is past its retention, on a timer. */
   readonly retention: Retention;
-  readonly #tenant: string;
-  readonly #apps = new Map<string, { cfg: AppConfig; crypto: WeComCrypto }>();
-  readonly #bots = new Map<string, { cfg: BotConfig; crypto: WeComCrypto }>();
+  /** The CorpID: the tenant of every record. */
+  readonly tenant: string;
+  readonly #apps = new Map<string, AppEndpoint>();
+  readonly #bots = new Map<string, BotEndpoint>();
   readonly #now: () => number;
   readonly #onStored: ((m: UnifiedMessage) => void) | undefined;
 
@@ -105,7 +69,7 @@ export class Gateway {
     this.log = options.log ?? createLogger();
     this.#now = options.now ?? Date.now;
     this.#onStored = options.onStored;
-    this.#tenant = cfg.wecom.corpId;
+    this.tenant = cfg.wecom.corpId;
     this.metrics = new Metrics(this.store);
     const window = cfg.wecom.callbackWindowSec > 0 ? { timestampWindowSec: cfg.wecom.callbackWindowSec, clock: this.#now } : {};
     for (const app of cfg.wecom.apps) {
@@ -197,7 +161,12 @@ export class Gateway {
     await this.delivery.stop();
   }
 
-  /** Route one request. */
+  /** The gateway's clock (ms). */
+  now(): number {
+    return this.#now();
+  }
+
+  /** Route one request to its endpoint module. */
   async handle(req: GatewayRequest): Promise<GatewayResponse> {
     let parts: string[];
     try {
@@ -206,14 +175,15 @@ export class Gateway {
       return error(400, "bad_path", "the path is not valid percent-encoding");
     }
     try {
-      if (parts[0] === "wecom" && parts[1] === "app" && parts.length === 3) return await this.appCallback(parts[2] as string, req);
-      if (parts[0] === "wecom" && parts[1] === "bot" && parts.length === 3) return await this.botCallback(parts[2] as string, req);
-      if (req.path === "/archive/push") return await this.archivePush(req);
+      const [first, second, third] = parts;
+      if (first === "wecom" && second === "app" && parts.length === 3) return await appCallback(this, third as string, this.#apps.get(third as string), req);
+      if (first === "wecom" && second === "bot" && parts.length === 3) return await botCallback(this, third as string, this.#bots.get(third as string), req);
+      if (req.path === "/archive/push") return await archivePush(this, req);
       if (req.path === "/healthz") return json(200, { status: "ok" });
       if (req.path === "/readyz") return (await this.store.ping()) ? json(200, { status: "ready", store: this.store.engine }) : json(503, { status: "store unreachable" });
       if (req.path === "/metrics") return { status: 200, headers: { "content-type": this.metrics.registry.contentType }, body: await this.metrics.registry.metrics() };
-      if (parts[0] === "media" && parts.length === 3) return await this.mediaFile(parts[1] as string, parts[2] as string, req);
-      if (parts[0] === "admin") return await this.admin(parts.slice(1), req);
+      if (first === "media" && parts.length === 3) return await this.media.serve(second as string, third as string, req.query.get("e"), req.query.get("s"));
+      if (first === "admin") return await adminApi(this.store, this.config.adminToken, parts.slice(1), { method: req.method, query: req.query, authorization: header(req, "authorization") });
       // answers never repeat what the caller sent (a path may carry anything, a secret included)
       return error(404, "not_found", "no such endpoint (see the README's endpoint list)");
     } catch (e) {
@@ -222,66 +192,8 @@ export class Gateway {
     }
   }
 
-  #query(req: GatewayRequest) {
-    return {
-      msg_signature: req.query.get("msg_signature") ?? "",
-      timestamp: req.query.get("timestamp") ?? "",
-      nonce: req.query.get("nonce") ?? "",
-      echostr: req.query.get("echostr") ?? undefined,
-    };
-  }
-
-  /**
-   * The common part of WeCom callbacks: URL verification on GET; on POST the envelope, the
-   * signature, the timestamp window and decryption, then `handle` with the plaintext. Failures of
-   * the inbound path become a clear 4xx (counted by outcome); the time is observed per channel.
-   */
-  async #callback(channel: "app" | "bot", crypto: WeComCrypto, req: GatewayRequest, handle: (plain: string) => Promise<GatewayResponse>): Promise<GatewayResponse> {
-    const started = performance.now();
-    try {
-      if (req.method === "GET") {
-        const echo = crypto.verifyUrl(this.#query(req));
-        this.metrics.callbacks.inc({ channel, outcome: "verified" });
-        return text(200, echo);
-      }
-      if (req.method !== "POST") return error(405, "method_not_allowed", "use GET or POST");
-      const env = parseCallbackEnvelope(req.body);
-      return await handle(crypto.decryptCallback(this.#query(req), env.encrypt));
-    } catch (e) {
-      const rej = rejection(e);
-      if (!rej) throw e;
-      this.metrics.callbacks.inc({ channel, outcome: rej.outcome });
-      this.log.warn(`${channel} callback rejected`, { path: req.path, reason: rej.outcome, error: (e as Error).message });
-      return rej.response;
-    } finally {
-      this.metrics.callbackSeconds.observe({ channel }, (performance.now() - started) / 1000);
-    }
-  }
-
-  /** `GET|POST /wecom/app/{name}`: URL verification and encrypted XML callbacks. */
-  async appCallback(name: string, req: GatewayRequest): Promise<GatewayResponse> {
-    const app = this.#apps.get(name);
-    if (!app) return error(404, "unknown_app", "no app of that name is configured (the path is /wecom/app/{wecom.apps[].name})");
-    return this.#callback("app", app.crypto, req, async (plain) => {
-      const msg = decodeAppXml(plain, { corpId: this.#tenant });
-      if (msg.content.type === "event" && msg.content.event.name === "kf_msg_or_event") {
-        const ev = msg.content.event;
-        this.metrics.callbacks.inc({ channel: "app", outcome: "kf_wakeup" });
-        if (this.puller && app.cfg.kf) {
-          // answered at once; the pull runs after the answer
-          setImmediate(() => void this.puller?.wake(ev.openKfId, ev.token, msg.time).catch(() => undefined));
-        } else {
-          this.log.warn("kf_msg_or_event for an app without kf: true", { app: name });
-        }
-        return text(200, "");
-      }
-      const r = await this.ingestor.submit(messageItem(this.#tenant, msg, { kind: "wecom", app: name }));
-      this.#count("app", r.stored);
-      return text(200, "");
-    });
-  }
-
-  #count(channel: Channel, stored: boolean): void {
+  /** Count an ingested callback: stored, or a duplicate the ledger already had. */
+  countStored(channel: Channel, stored: boolean): void {
     // labelled children are cached by prom-client per label set; inc on them skips the hashing
     if (stored) this.#stored(channel).inc();
     else {
@@ -298,89 +210,5 @@ export class Gateway {
       this.#storedCounters.set(channel, c);
     }
     return c;
-  }
-
-  /** The stream id of a bot message: derived from its msgid, so WeCom's retries get the same one. */
-  static streamId(botId: string, msgid: string): string {
-    return `s${createHash("sha1").update(`${botId}\n${msgid}`).digest("hex").slice(0, 24)}`;
-  }
-
-  /** `GET|POST /wecom/bot/{name}`: URL verification and encrypted JSON AI-bot callbacks. */
-  async botCallback(name: string, req: GatewayRequest): Promise<GatewayResponse> {
-    const bot = this.#bots.get(name);
-    if (!bot) return error(404, "unknown_bot", "no bot of that name is configured (the path is /wecom/bot/{wecom.bots[].name})");
-    const reply = (payload: Parameters<typeof encodeBotReply>[0]): GatewayResponse => ({
-      status: 200,
-      headers: { "content-type": "application/json; charset=utf-8" },
-      body: bot.crypto.encryptJsonReply(JSON.stringify(encodeBotReply(payload))),
-    });
-    return this.#callback("bot", bot.crypto, req, async (plain) => {
-      const msg = decodeBotCallback(plain, { receivedAt: this.#now() });
-      if (msg.content.type === "stream_refresh") {
-        this.metrics.callbacks.inc({ channel: "bot", outcome: "stream_refresh" });
-        return reply({ type: "stream", id: msg.content.streamId, finish: false, content: bot.cfg.placeholder });
-      }
-      const r = await this.ingestor.submit(messageItem(this.#tenant, msg, { kind: "bot", bot: name }));
-      this.#count("bot", r.stored);
-      if (msg.content.type === "event") return text(200, "");
-      return reply({ type: "stream", id: Gateway.streamId(msg.botId, msg.id), finish: false, content: bot.cfg.placeholder });
-    });
-  }
-
-  /** `POST /archive/push`: a session-archive push, authenticated by the shared secret. */
-  async archivePush(req: GatewayRequest): Promise<GatewayResponse> {
-    const cfg = this.config.archive;
-    if (!cfg) return error(404, "archive_disabled", "the session-archive push is not configured");
-    if (req.method !== "POST") return error(405, "method_not_allowed", "use POST");
-    const given = req.query.get("secret") ?? header(req, "x-archive-secret") ?? "";
-    if (!safeEqual(given, cfg.secret)) {
-      this.metrics.callbacks.inc({ channel: "archive", outcome: "bad_secret" });
-      return error(401, "bad_secret", "missing or wrong archive secret");
-    }
-    const ip = (req.remoteAddress ?? "").replace(/^::ffff:/, "");
-    if (cfg.allowIps.length > 0 && !cfg.allowIps.includes(ip)) {
-      this.metrics.callbacks.inc({ channel: "archive", outcome: "ip_refused" });
-      return error(403, "ip_refused", `address ${ip} is not allowed to push`);
-    }
-    let push: ReturnType<typeof decodeArchivePush>;
-    try {
-      push = decodeArchivePush(req.body);
-    } catch (e) {
-      const rej = rejection(e);
-      if (!rej) throw e;
-      this.metrics.callbacks.inc({ channel: "archive", outcome: rej.outcome });
-      return rej.response;
-    }
-    const receivedAt = this.#now();
-    let item: IngestItem;
-    if (push.kind === "record") {
-      const m = push.message;
-      const tenant = m.corpId ?? this.#tenant;
-      item = {
-        ...messageItem(tenant, m, { kind: "none" }),
-        archive: { tenant, messageId: push.messageId, pushType: 101, msgid: m.id, ...(m.seq !== undefined ? { seq: m.seq } : {}), receivedAt, body: push.record },
-      };
-    } else {
-      item = {
-        tenant: this.#tenant,
-        channel: "archive",
-        key: `push:${push.messageId}`,
-        skipReason: `push_type_${push.pushType}`,
-        archive: { tenant: this.#tenant, messageId: push.messageId, pushType: push.pushType, receivedAt, body: push.raw },
-      };
-    }
-    const r = await this.ingestor.submit(item);
-    this.#count("archive", r.stored);
-    return json(200, { errcode: 0, errmsg: "ok" });
-  }
-
-  /** `GET /media/{tenant}/{id}?e&s`: a stored media file behind a signed, expiring link, streamed (see `media.ts`). */
-  async mediaFile(tenant: string, id: string, req: GatewayRequest): Promise<GatewayResponse> {
-    return this.media.serve(tenant, id, req.query.get("e"), req.query.get("s"));
-  }
-
-  /** `GET /admin/...`: the read-only admin API (see `admin.ts`). */
-  async admin(parts: string[], req: GatewayRequest): Promise<GatewayResponse> {
-    return adminApi(this.store, this.config.adminToken, parts, { method: req.method, query: req.query, authorization: header(req, "authorization") });
   }
 }

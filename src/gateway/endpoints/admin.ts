@@ -4,9 +4,9 @@
  * are checked strictly: a bad or unknown one is a 400 naming it, never a 500 and never ignored.
  * @module
  */
-import { CHANNELS, type Channel } from "../model.js";
-import type { OutboxState, Page, Store } from "../store/types.js";
-import { bearerMatches } from "../wecom/crypto.js";
+import { CHANNELS, type Channel } from "../../model.js";
+import type { OutboxState, Page, Store } from "../../store/types.js";
+import { bearerMatches } from "../../wecom/crypto.js";
 
 /** An answer of the admin API (the gateway's response shape). */
 export interface AdminResponse {
