@@ -26,6 +26,7 @@ import { apiLabel, Metrics, wecomErrcodeLabel } from "./metrics.js";
 import { Ingestor } from "./pipeline.js";
 import { Retention } from "./retention.js";
 
+/** The request and answer shapes of every endpoint (defined in `endpoints/http.ts`). */
 export type { GatewayRequest, GatewayResponse } from "./endpoints/http.js";
 
 /** Options of {@link Gateway}. */
