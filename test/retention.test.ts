@@ -171,4 +171,51 @@ describe("retention", () => {
     expect(await runCli(["purge", "--dead", "--before", "yesterday", "--config", file], io)).toBe(2);
     expect(await runCli(["erase", "--config", file], io)).toBe(2);
   });
+
+  it("a message whose media WeCom refused is delivered, finished (no dead letter) and pruned like any other", async () => {
+    stack = await startStack();
+    const s = stack;
+    s.wecom.failNext("media/get", 40007);
+    await s.wecom.appSends(AGENT, imageXml("gone", "MEDIA_ID_EXPIRED", "7381973325934170301"));
+    const [got] = await s.omni.waitFor(1);
+    expect(got?.body.Content).toBe("[图片: not available]");
+    await eventually(async () => (await admin(s, "/admin/outbox?state=pending,inflight")).items.length === 0, 5000, "everything finished");
+    expect((await admin(s, "/admin/outbox?state=dead")).items).toEqual([]);
+    expect(await (await fetch(`${s.gw.url}/metrics`)).text()).toMatch(/wecom_bridge_outbox_depth\{state="dead"\} 0/);
+    const r = await prunerAt(s, 31).run();
+    expect(r.messages).toBe(1);
+    expect((await admin(s, "/admin/messages")).items).toEqual([]);
+  });
+
+  it("an entry in flight, and its message, stay whatever their age", async () => {
+    stack = await startStack();
+    const s = stack;
+    s.omni.setFailure("timeout"); // the 全媒体 holds the request: the entry stays in flight
+    await s.wecom.appUserSendsText(AGENT, "inflight", "held by the 全媒体");
+    await eventually(async () => (await admin(s, "/admin/outbox?state=inflight")).items.length === 1, 5000, "an entry in flight");
+    const r = await prunerAt(s, 400).run();
+    expect(r.messages).toBe(0);
+    expect((await admin(s, "/admin/messages")).items).toHaveLength(1);
+    s.omni.setFailure(false);
+  });
+
+  it("erasing a conversation while its media is being fetched keeps nothing of that media", async () => {
+    stack = await startStack();
+    const s = stack;
+    const file = join(s.dir, "bridge.json");
+    writeFileSync(file, JSON.stringify(s.config));
+    s.wecom.setDelay("media/get", 700);
+    await s.wecom.appSends(AGENT, imageXml("pipl2", s.wecom.putMedia(Buffer.from("89504e470d0a1a0a0000000d49484452", "hex"), { contentType: "image/png", filename: "id-card.png" }), "7381973325934170401"));
+    const [msg] = (await admin(s, "/admin/messages")).items;
+    const mediaKey = `m${msg.seq}-0`;
+    const io = { stdout: () => undefined, stderr: () => undefined, readStdin: () => "" };
+    expect(await runCli(["erase", "--conversation", `app:${CORP}:${AGENT}:pipl2`, "--config", file], io)).toBe(0);
+    // the download finishes after the erasure: its file and row must not stay
+    await eventually(() => s.wecom.requests.some((r) => r.path.endsWith("/media/get")), 5000, "media/get answered");
+    await eventually(async () => mediaFiles(s) === 0 && (await s.gw.store.getMedia(CORP, mediaKey)) === undefined && !existsSync(join(s.config.mediaDir, CORP, mediaKey)), 5000, "nothing kept");
+    // and stays so once the worker is done with it
+    await s.gw.gateway.delivery.stop();
+    expect(await s.gw.store.getMedia(CORP, mediaKey)).toBeUndefined();
+    expect(mediaFiles(s)).toBe(0);
+  });
 });

@@ -194,6 +194,8 @@ export class WeComClient {
       const errmsg = String((body as { errmsg?: unknown }).errmsg ?? "").split(",")[0] ?? "";
       throw new WeComApiError(api, errcode, errmsg, res.status);
     }
+    // an HTTP refusal whose JSON carries no errcode is not WeCom's success
+    if (res.status >= 400) throw new WeComApiError(api, 0, `HTTP ${res.status}`, res.status);
     return body as Record<string, unknown>;
   }
 

@@ -27,7 +27,7 @@ import type { Logger } from "../log.js";
 import type { MediaRef } from "../model.js";
 import type { OutboxEntry, OutboxKind, Store } from "../store/types.js";
 import { CONFIGURATION_HINTS } from "../wecom/errcodes.js";
-import { decryptBotMediaStream, type MediaStore, type MediaUnavailable, mediaId, unavailableOf } from "./media.js";
+import { decryptBotMediaStream, MediaGoneError, type MediaStore, type MediaUnavailable, mediaId, unavailableOf } from "./media.js";
 import type { Metrics } from "./metrics.js";
 import { type MediaResolution, mediaRefs, toOmniBody } from "./omni-map.js";
 
@@ -333,6 +333,12 @@ export class DeliveryWorker {
    * backoff, the last try at the deadline.
    */
   async #mediaFailed(entry: OutboxEntry, e: unknown, error: string): Promise<void> {
+    if (e instanceof MediaGoneError) {
+      // the conversation was erased meanwhile (its entries with it): nothing to record
+      this.#o.log.info("media dropped: its message was erased", { outbox: entry.id, message: entry.messageSeq });
+      this.#mediaSettled(entry.messageSeq);
+      return;
+    }
     const job = entry.payload as MediaJob;
     const id = mediaId(entry.messageSeq ?? 0, job.index);
     const now = this.#now();
@@ -352,10 +358,12 @@ export class DeliveryWorker {
       const why: MediaUnavailable = { reason: final ? "refused" : "deadline", error: e instanceof BridgeError ? error : "internal error (see the gateway's log)" };
       if (errcode !== undefined) why.errcode = errcode;
       await this.#o.media.markUnavailable(entry.tenant, id, entry.messageSeq, why);
-      await this.#o.store.finishOutbox(entry.id, { state: "dead", error }, now);
-      this.#o.metrics?.deliveryAttempts.inc({ kind: "media", outcome: "dead" });
+      // the entry is finished, not dead: the media row keeps the reason, the 全媒体 is told, and
+      // nothing an operator could replay would change WeCom's answer (no alarm, no retention hold)
+      await this.#o.store.finishOutbox(entry.id, { state: "done" }, now);
+      this.#o.metrics?.deliveryAttempts.inc({ kind: "media", outcome: "unavailable" });
       this.#o.log.warn("media unavailable", { outbox: entry.id, message: entry.messageSeq, media: id, reason: why.reason, attempts: entry.attempts, error });
-      this.#o.onAttempt?.(entry, "dead", error);
+      this.#o.onAttempt?.(entry, "done", error);
       this.#mediaSettled(entry.messageSeq);
       return;
     }

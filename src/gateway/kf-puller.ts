@@ -334,7 +334,7 @@ export class KfPuller {
       result.duplicates += duplicates;
       if (duplicates > 0) this.#o.metrics?.dedupHits.inc({ channel: "kf" }, duplicates);
       const newest = page.messages.at(-1);
-      if (newest) this.#o.metrics?.kfPullLag.set({ open_kfid: openKfId }, Math.max(0, (this.#now() - newest.time) / 1000));
+      if (newest) this.#o.metrics?.kfPullLag.set(Math.max(0, (this.#now() - newest.time) / 1000));
       if (stored.length > 0) this.#o.onStored?.(stored);
       cursor = next;
       if (!page.hasMore) break;

@@ -20,7 +20,7 @@ import { mkdir, open, readdir, rename, rm, stat, unlink } from "node:fs/promises
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { WeComCryptoErrcode as E, WeComCryptoError } from "../errors.js";
+import { BridgeError, WeComCryptoErrcode as E, WeComCryptoError } from "../errors.js";
 import type { MediaRow, Store } from "../store/types.js";
 import { PKCS7_BLOCK_SIZE, parseEncodingAESKey, pkcs7Unpad, safeEqual } from "../wecom/crypto.js";
 
@@ -253,9 +253,17 @@ export interface MediaResponse {
 
 const jsonError = (status: number, errcode: string, errmsg: string): MediaResponse => ({
   status,
-  headers: { "content-type": "application/json; charset=utf-8" },
+  headers: { "content-type": "application/json; charset=utf-8", "x-content-type-options": "nosniff", "cache-control": "no-store" },
   body: JSON.stringify({ errcode, errmsg }),
 });
+
+/** The message of a media was erased while the media was being fetched: nothing was kept. */
+export class MediaGoneError extends BridgeError {
+  /** @param message one readable line */
+  constructor(message: string) {
+    super("media_gone", message);
+  }
+}
 
 /** Media files on disk, their records, and signed links. */
 export class MediaStore {
@@ -305,6 +313,11 @@ export class MediaStore {
     const declared = typeEssence(meta.contentType);
     const contentType = declared === "application/octet-stream" ? sniffType(head) : meta.contentType;
     const row: MediaRow = { tenant, id, messageSeq, contentType, fileName: meta.fileName || id, size, createdAt: this.#now() };
+    // the conversation may have been erased while the file came in: keep nothing of it
+    if (messageSeq !== null && (await this.#o.store.getMessage(messageSeq)) === undefined) {
+      await rm(path, { force: true });
+      throw new MediaGoneError(`message ${messageSeq} was erased while its media was being fetched`);
+    }
     await this.#o.store.putMedia(row);
     return row;
   }

@@ -4,8 +4,7 @@
  *
  * Every label of every metric takes its value from a small fixed list; anything else is counted
  * under `other`. The combinations of the fixed lists are created at construction, so `/metrics`
- * shows them (at 0) from the start and no request, good or bad, ever adds a series. The one
- * exception is `wecom_bridge_kf_pull_lag_seconds{open_kfid}` (see {@link KF_LAG_ACCOUNTS}).
+ * shows them (at 0) from the start and no request, good or bad, ever adds a series.
  *
  * A new label value (a new callback outcome, outbox kind or WeCom API) must be added to its list
  * here, or it is counted as `other`.
@@ -31,7 +30,7 @@ export const KF_PAGE_OUTCOMES = ["messages", "empty", "error", OTHER] as const;
 export const OUTBOX_KINDS = ["omni", "media", OTHER] as const;
 
 /** Values of `wecom_bridge_delivery_attempts_total{outcome}`. */
-export const DELIVERY_OUTCOMES = ["done", "retry", "dead", OTHER] as const;
+export const DELIVERY_OUTCOMES = ["done", "retry", "dead", "unavailable", OTHER] as const;
 
 /** Values of `wecom_bridge_kf_pull_errors_total{class}` (the classes of `wecom/errcodes.ts`). */
 export const ERROR_CLASSES = ["transient", "token", "configuration", "final", OTHER] as const;
@@ -71,14 +70,6 @@ export const ERRCODE_LABELS: readonly string[] = [...KNOWN_ERRCODES.map(String),
 /** Values of `wecom_bridge_wecom_config_errors_total{errcode}`: the configuration class's codes. */
 export const CONFIG_ERRCODE_LABELS: readonly string[] = [...new Set([...CONFIGURATION_ERRCODES, 40001])].map(String).concat(OTHER);
 
-/**
- * `wecom_bridge_kf_pull_lag_seconds{open_kfid}` keeps the account id (a public label), bounded:
- * the first this many accounts seen by the process get a series of their own, later ones share
- * `other`. An open_kfid only reaches the gauge after WeCom answered a pull for it (a signed
- * callback, then a successful `kf/sync_msg`), so no unauthenticated request can add one; a corp
- * has a handful of KF accounts. These series are created as accounts are pulled, not up front.
- */
-export const KF_LAG_ACCOUNTS = 100;
 
 /** The `api` label of a WeCom API path: itself when in {@link WECOM_APIS}, else `other`. */
 export function apiLabel(api: string): string {
@@ -95,21 +86,18 @@ export function channelLabel(channel: string | undefined): string {
   return channel !== undefined && (CHANNEL_LABELS as readonly string[]).includes(channel) ? channel : OTHER;
 }
 
-/** The allowed values of one label: a fixed list (with `other`), or the first `n` values seen. */
-type Allowed = readonly string[] | { readonly firstSeen: number };
+/** The allowed values of one label: a fixed list (with `other`). */
+type Allowed = readonly string[];
 
 /** Label values as callers give them. */
 type LabelInput<L extends string> = { readonly [K in L]?: string | number };
 
 /** Maps given label values onto the allowed ones. */
 class LabelRules<L extends string> {
-  readonly #rules: { name: L; fixed?: ReadonlySet<string>; seen?: Set<string>; cap: number }[];
+  readonly #rules: { name: L; fixed: ReadonlySet<string> }[];
 
   constructor(spec: Record<L, Allowed>) {
-    this.#rules = (Object.keys(spec) as L[]).map((name) => {
-      const a = spec[name];
-      return "firstSeen" in a ? { name, seen: new Set<string>(), cap: a.firstSeen } : { name, fixed: new Set(a), cap: 0 };
-    });
+    this.#rules = (Object.keys(spec) as L[]).map((name) => ({ name, fixed: new Set(spec[name]) }));
   }
 
   /** Every label given an allowed value; a missing or unknown one becomes `other`. */
@@ -118,21 +106,15 @@ class LabelRules<L extends string> {
     for (const r of this.#rules) {
       const given = labels[r.name];
       const v = given === undefined ? OTHER : String(given);
-      if (r.fixed !== undefined) out[r.name] = r.fixed.has(v) ? v : OTHER;
-      else {
-        const seen = r.seen as Set<string>;
-        if (!seen.has(v) && seen.size < r.cap && v !== OTHER) seen.add(v);
-        out[r.name] = seen.has(v) ? v : OTHER;
-      }
+      out[r.name] = r.fixed.has(v) ? v : OTHER;
     }
     return out;
   }
 
-  /** Every combination of the fixed lists; none when a label is not fixed. */
+  /** Every combination of the fixed lists. */
   combinations(): Record<L, string>[] {
     let out: Record<string, string>[] = [{}];
     for (const r of this.#rules) {
-      if (r.fixed === undefined) return [];
       const values = [...r.fixed];
       out = out.flatMap((o) => values.map((v) => ({ ...o, [r.name]: v })));
     }
@@ -228,13 +210,12 @@ export class Metrics {
   });
   /** Items whose key was already in the ledger. */
   readonly dedupHits = new BoundedCounter({ name: "wecom_bridge_dedup_hits_total", help: "Inbound items already in the idempotency ledger", labels: { channel: CHANNEL_LABELS }, registry: this.registry });
-  /** Seconds between a KF message's send_time and its storage (bounded per account: {@link KF_LAG_ACCOUNTS}). */
-  readonly kfPullLag = new BoundedGauge({
-    name: "wecom_bridge_kf_pull_lag_seconds",
-    help: "Age of the newest KF message at the time it was stored",
-    labels: { open_kfid: { firstSeen: KF_LAG_ACCOUNTS } },
-    registry: this.registry,
-  });
+  /**
+   * Seconds between the newest KF message of a pull and its storage, whichever account it was:
+   * no per-account label, so that no account (and no request) adds a series; each account's
+   * cursor and last pull are in `/admin/cursors`.
+   */
+  readonly kfPullLag = new Gauge({ name: "wecom_bridge_kf_pull_lag_seconds", help: "Age of the newest KF message at the time it was stored", registers: [this.registry] });
   /** KF pages pulled. */
   readonly kfPages = new BoundedCounter({ name: "wecom_bridge_kf_pages_total", help: "KF sync_msg pages pulled", labels: { outcome: KF_PAGE_OUTCOMES }, registry: this.registry });
   /** Delivery attempts by kind and outcome (done, retry, dead). */

@@ -6,7 +6,7 @@
  * |---|---|---|
  * | `transient` | network errors and timeouts, HTTP 5xx, -1 (system busy), 45009/45033 (rate limits) | retry with backoff |
  * | `token` | 40014, 42001, 40001 on a token that worked before | refresh the token once, then retry |
- * | `configuration` | 60020 (IP not trusted), 40013 (corpId), 40001 from gettoken (secret), 95000/95004 (open_kfid), 48002 (API not authorised) | log once per change, count, retry with backoff: an operator fixes these |
+ * | `configuration` | 60020 (IP not trusted), 40013 (corpId), 40001 from gettoken (secret), 95000/95004 (open_kfid), 48002 (API not authorised), an HTTP 4xx without errcode (a proxy, a wrong apiBase) | log once per change, count, retry with backoff: an operator fixes these |
  * | `final` | anything else WeCom refuses: 40007 (invalid media_id), 45002 and other content refusals, rule refusals (95001, 95002, 95013, 95018, 81013, …) | no retry; record the errcode |
  *
  * Pure: no I/O, importable alone.
@@ -60,9 +60,11 @@ export function errcodeLabel(errcode: number): string {
 export function classifyWeComFailure(f: WeComFailure, tokenWorkedBefore = true): WeComErrorClass {
   const code = f.errcode ?? 0;
   if (code === 0) {
-    if (f.network) return "transient";
-    if (f.httpStatus !== undefined && (f.httpStatus >= 500 || f.httpStatus === 429 || f.httpStatus === 408)) return "transient";
-    return f.httpStatus === undefined ? "transient" : "final";
+    if (f.network || f.httpStatus === undefined) return "transient";
+    if (f.httpStatus >= 500 || f.httpStatus === 429 || f.httpStatus === 408) return "transient";
+    // an HTTP refusal without WeCom's errcode is not WeCom's answer: an egress proxy's 403, a
+    // wrong apiBase's 404; an operator fixes these, so they are retried like configuration errors
+    return "configuration";
   }
   if (TRANSIENT_ERRCODES.has(code)) return "transient";
   if (code === 40001) return f.api === "gettoken" || !tokenWorkedBefore ? "configuration" : "token";
