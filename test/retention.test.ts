@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, utimesSync, writeFileS
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { runCli } from "../src/cli/main.js";
+import { parseIsoDate, runCli } from "../src/cli/main.js";
 import { configSchema } from "../src/config.js";
 import { removeMediaFile, sweepPartialFiles } from "../src/gateway/media.js";
 import { PARTIAL_FILE_MAX_AGE_MS, pruneCutoffs, Retention, retentionDays } from "../src/gateway/retention.js";
@@ -57,6 +57,16 @@ describe("retention settings", () => {
     expect(c.ledgerBefore.archive).toBe(now - 365 * DAY);
     expect(c.archiveBefore).toBe(now - 365 * DAY);
     expect(c.mediaBefore).toBe(now - 3600_000);
+  });
+});
+
+describe("--before dates", () => {
+  it("are real ISO dates or date-times with a zone", () => {
+    expect(parseIsoDate("2026-11-30")).toBe(Date.UTC(2026, 10, 30));
+    expect(parseIsoDate("2026-11-30T08:00:00Z")).toBe(Date.UTC(2026, 10, 30, 8));
+    expect(parseIsoDate("2026-11-30T08:00+08:00")).toBe(Date.UTC(2026, 10, 30, 0));
+    expect(parseIsoDate("2024-02-29")).toBe(Date.UTC(2024, 1, 29));
+    for (const bad of ["2026-02-31", "2025-02-29", "2026-13-01", "2026-11-30T24:00:00Z", "2026-11-30T08:00:00", "30/11/2026", "yesterday", ""]) expect(parseIsoDate(bad), bad).toBeUndefined();
   });
 });
 
@@ -169,7 +179,19 @@ describe("retention", () => {
     expect(metrics).toMatch(/wecom_bridge_outbox_depth\{state="dead"\} 0/);
     expect(await runCli(["purge", "--config", file], io)).toBe(2);
     expect(await runCli(["purge", "--dead", "--before", "yesterday", "--config", file], io)).toBe(2);
+    expect(await runCli(["purge", "--dead", "--before", "2026-02-31", "--config", file], io)).toBe(2);
+    expect(await runCli(["purge", "--dead", "--before", "2026-11-30T25:00:00Z", "--config", file], io)).toBe(2);
     expect(await runCli(["erase", "--config", file], io)).toBe(2);
+    // a mistyped address, or a mistyped store, is never a quiet success
+    out.length = 0;
+    expect(await runCli(["erase", "--conversation", `app:${CORP}:${AGENT}:nobody`, "--config", file], io)).toBe(1);
+    expect(out.join("")).toContain("nothing was erased");
+    const wrongStore = join(s.dir, "wrong.json");
+    writeFileSync(wrongStore, JSON.stringify({ ...s.config, store: `sqlite:${join(s.dir, "typo.db")}` }));
+    for (const args of [["erase", "--conversation", address], ["purge", "--dead"], ["replay", "--all"]]) {
+      expect(await runCli([...args, "--config", wrongStore], io)).toBe(1);
+    }
+    expect(existsSync(join(s.dir, "typo.db"))).toBe(false);
   });
 
   it("a message whose media WeCom refused is delivered, finished (no dead letter) and pruned like any other", async () => {
@@ -208,6 +230,8 @@ describe("retention", () => {
     await s.wecom.appSends(AGENT, imageXml("pipl2", s.wecom.putMedia(Buffer.from("89504e470d0a1a0a0000000d49484452", "hex"), { contentType: "image/png", filename: "id-card.png" }), "7381973325934170401"));
     const [msg] = (await admin(s, "/admin/messages")).items;
     const mediaKey = `m${msg.seq}-0`;
+    // the download is under way (WeCom answers after 700 ms)
+    await eventually(async () => (await admin(s, "/admin/outbox?state=inflight")).items.some((o: { kind: string }) => o.kind === "media"), 5000, "the media fetch in flight");
     const io = { stdout: () => undefined, stderr: () => undefined, readStdin: () => "" };
     expect(await runCli(["erase", "--conversation", `app:${CORP}:${AGENT}:pipl2`, "--config", file], io)).toBe(0);
     // the download finishes after the erasure: its file and row must not stay

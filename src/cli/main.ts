@@ -211,7 +211,7 @@ async function replayCommand(args: string[], io: CliIo): Promise<void> {
     if (!/^\d+$/.test(v)) throw new UsageError(`--id takes a number, not ${JSON.stringify(v)}`);
     return Number(v);
   });
-  const store = await openStore(config.store);
+  const store = await openStore(config.store, { mustExist: true });
   try {
     const n = await store.replayDead(values.all ? "all" : ids, Date.now());
     io.stdout(`${n} dead letter${n === 1 ? "" : "s"} put back in the outbox\n`);
@@ -226,13 +226,11 @@ async function purgeCommand(args: string[], io: CliIo): Promise<void> {
   let before: number | undefined;
   if (values.before !== undefined) {
     // a date, or a date and time with a zone: never a bare local time that means different things on different machines
-    if (!/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/.test(values.before) || Number.isNaN(Date.parse(values.before))) {
-      throw new UsageError("--before takes an ISO date (2026-11-30) or date-time with zone (2026-11-30T08:00:00Z)");
-    }
-    before = Date.parse(values.before);
+    before = parseIsoDate(values.before);
+    if (before === undefined) throw new UsageError("--before takes an ISO date (2026-11-30) or date-time with zone (2026-11-30T08:00:00Z)");
   }
   const config = loadConfig(configPath(values));
-  const store = await openStore(config.store);
+  const store = await openStore(config.store, { mustExist: true });
   try {
     const n = await store.purgeDead(before);
     io.stdout(`${n} dead letter${n === 1 ? "" : "s"} removed\n`);
@@ -246,15 +244,39 @@ async function eraseCommand(args: string[], io: CliIo): Promise<void> {
   const conversation = values.conversation;
   if (conversation === undefined || conversation === "") throw new UsageError("give --conversation ADDRESS (as /admin/conversations lists it)");
   const config = loadConfig(configPath(values));
-  const store = await openStore(config.store);
+  const store = await openStore(config.store, { mustExist: true });
   try {
     const r = await store.eraseConversation(conversation);
     let files = 0;
     for (const row of r.media) if (await removeMediaFile(config.mediaDir, row)) files++;
+    if (r.messages + r.outbox + r.media.length === 0) {
+      // a mistyped address must not read as a fulfilled request
+      throw new NothingFound(`nothing stored for ${conversation}: check the address (as /admin/conversations lists it); nothing was erased`);
+    }
     io.stdout(`erased ${conversation}: ${r.messages} messages, ${r.outbox} outbox entries, ${files} media files (ledger keys kept, so WeCom's retries are still recognised)\n`);
   } finally {
     await store.close();
   }
+}
+
+/** A maintenance command found nothing to act on: exit code 1. */
+class NothingFound extends BridgeError {
+  /** @param message one readable line */
+  constructor(message: string) {
+    super("nothing_found", message);
+  }
+}
+
+/** An ISO date (`2026-11-30`, midnight UTC) or date-time with a zone, as ms; undefined when not a real one. */
+export function parseIsoDate(text: string): number | undefined {
+  const m = /^(\d{4})-(\d{2})-(\d{2})(T(\d{2}):(\d{2})(:(\d{2})(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/.exec(text);
+  if (m === null) return undefined;
+  const [y, mo, d, hh, mm, ss] = [m[1], m[2], m[3], m[5] ?? "0", m[6] ?? "0", m[8] ?? "0"].map(Number) as [number, number, number, number, number, number];
+  // Date.parse rolls 2026-02-31 over to March: refuse what does not exist
+  const day = new Date(Date.UTC(y, mo - 1, d));
+  if (day.getUTCFullYear() !== y || day.getUTCMonth() !== mo - 1 || day.getUTCDate() !== d || hh > 23 || mm > 59 || ss > 59) return undefined;
+  const t = Date.parse(text);
+  return Number.isNaN(t) ? undefined : t;
 }
 
 /**
