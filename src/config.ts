@@ -223,10 +223,12 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Config {
   const cfg = result.data;
   const problems: string[] = [];
   const dup = (list: { name: string }[], what: string) => {
-    const seen = new Set<string>();
+    const seen = new Map<string, number>();
     list.forEach((x, i) => {
-      if (seen.has(x.name)) problems.push(`wecom.${what}[${i}].name: "${x.name}" is used twice`);
-      seen.add(x.name);
+      const first = seen.get(x.name);
+      // named by position, never by value: no configuration error prints a field's value
+      if (first !== undefined) problems.push(`wecom.${what}[${i}].name: the same as wecom.${what}[${first}].name (names must be unique)`);
+      else seen.set(x.name, i);
     });
   };
   dup(cfg.wecom.apps, "apps");

@@ -72,7 +72,7 @@ describe("config", () => {
   it("refuses duplicate app names", () => {
     const raw = exampleConfig();
     raw.wecom.apps.push({ ...raw.wecom.apps[0] });
-    expect(problems(raw)).toEqual(['wecom.apps[1].name: "support" is used twice']);
+    expect(problems(raw)).toEqual(["wecom.apps[1].name: the same as wecom.apps[0].name (names must be unique)"]);
   });
 
   it("takes secrets from the environment", () => {

@@ -11,7 +11,7 @@ import Database from "better-sqlite3";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../src/log.js";
-import { ADMIN, ARCHIVE_SECRET, CORP, type Stack, startStack } from "./stack.js";
+import { ADMIN, APP_AES, ARCHIVE_SECRET, BOT_AES, CORP, type Stack, startStack } from "./stack.js";
 
 /** Requests per fast-check run (sent concurrently) and runs: at least 5,000 requests in all. */
 const BATCH = 50;
@@ -309,7 +309,7 @@ describe("HTTP fuzzing", () => {
     // small deadlines, so that truncated requests are cut off quickly
     stack = await startStack({
       config: (c) => (c.limits = { headersTimeoutMs: 1000, requestTimeoutMs: 2000 }),
-      log: createLogger({ level: "warn", write: (l) => void logs.push(l) }),
+      log: createLogger({ level: "debug", write: (l) => void logs.push(l) }),
     });
   });
   afterAll(async () => {
@@ -359,6 +359,11 @@ describe("HTTP fuzzing", () => {
     expect(rowCounts(dbFile)).toEqual(rowsBefore);
     expect(series(await (await fetch(`${base}/metrics`)).text())).toEqual(seriesBefore);
     expect(logs.filter((l) => JSON.parse(l).level === "error")).toEqual([]);
+    // and whatever the fuzzer sent (the admin token and archive secret included), no secret was logged
+    const logged = logs.join("");
+    for (const secret of [ADMIN, ARCHIVE_SECRET, APP_AES, BOT_AES, "app-secret", "apptoken", "bottoken", "omni-secret", ...stack.wecom.issuedTokens]) {
+      expect(logged.includes(secret), `a secret (${secret.length} chars) was logged`).toBe(false);
+    }
   }, 60_000);
 });
 

@@ -441,3 +441,20 @@ describe("media links and the admin token", () => {
     expect((await fetch(link)).status).toBe(403);
   });
 });
+
+describe("upgrading from a release that derived the media-link key from adminToken", () => {
+  it("keeps the old key when the media folder already has files, so links already sent stay valid", async () => {
+    const { firstMediaSecret } = await import("../src/gateway/index.js");
+    const { createHmac } = await import("node:crypto");
+    const { mkdirSync, writeFileSync } = await import("node:fs");
+    const dir = mkdtempSync(join(tmpdir(), "wb-upgrade-"));
+    const adminToken = "admin-token-0123456789";
+    const fresh = firstMediaSecret({ mediaDir: join(dir, "media"), adminToken });
+    expect(fresh).toMatch(/^[0-9a-f]{64}$/);
+    expect(firstMediaSecret({ mediaDir: join(dir, "media"), adminToken })).not.toBe(fresh);
+    mkdirSync(join(dir, "media", CORP), { recursive: true });
+    writeFileSync(join(dir, "media", CORP, "m1-0"), "old file");
+    const legacy = createHmac("sha256", adminToken).update("wecom-bridge media links").digest("hex");
+    expect(firstMediaSecret({ mediaDir: join(dir, "media"), adminToken })).toBe(legacy);
+  });
+});

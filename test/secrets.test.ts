@@ -11,19 +11,21 @@ import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../src/cli/main.js";
+import { MEDIA_SECRET_SETTING } from "../src/gateway/index.js";
 import { createLogger } from "../src/log.js";
 import { WeComCrypto } from "../src/wecom/crypto.js";
 import { ADMIN, AGENT, APP_AES, ARCHIVE_SECRET, BOT_AES, CORP, eventually, KFID, type Stack, startStack, stackConfig } from "./stack.js";
 import { fixture } from "./helpers.js";
 
-const MEDIA_SECRET = "media-secret-0123456789abcdef";
 let stack: Stack;
+/** The media-link key the gateway generated and keeps in its store. */
+let mediaKey = "";
 const logs: string[] = [];
 const answers: string[] = [];
 
 /** Every secret the stack knows, and every access token the simulator issued. */
 function secrets(): string[] {
-  return ["app-secret", "apptoken", "bottoken", APP_AES, BOT_AES, "omni-secret", ARCHIVE_SECRET, ADMIN, MEDIA_SECRET, ...stack.wecom.issuedTokens];
+  return ["app-secret", "apptoken", "bottoken", APP_AES, BOT_AES, "omni-secret", ARCHIVE_SECRET, ADMIN, mediaKey, ...stack.wecom.issuedTokens];
 }
 
 async function call(path: string, init: RequestInit = {}): Promise<number> {
@@ -33,12 +35,9 @@ async function call(path: string, init: RequestInit = {}): Promise<number> {
 }
 
 beforeAll(async () => {
-  stack = await startStack({
-    log: createLogger({ level: "debug", write: (l) => logs.push(l) }),
-    config: (c) => {
-      c.mediaSecret = MEDIA_SECRET;
-    },
-  });
+  stack = await startStack({ log: createLogger({ level: "debug", write: (l) => logs.push(l) }) });
+  mediaKey = await stack.gw.store.getOrCreateSetting(MEDIA_SECRET_SETTING, () => "not generated");
+  expect(mediaKey).toMatch(/^[0-9a-f]{64}$/);
 });
 afterAll(async () => {
   await stack?.stop();
@@ -78,7 +77,7 @@ describe("secrets", () => {
     await call("/admin/outbox", { headers: { authorization: `Bearer ${ADMIN}x` } });
     await call(`/admin/outbox?limit=${encodeURIComponent(ADMIN)}`, { headers: { authorization: `Bearer ${ADMIN}` } });
     await call(`/wecom/app/${encodeURIComponent(ARCHIVE_SECRET)}`, { method: "POST", body: "x" });
-    await call(`/media/${CORP}/m1-0?e=1&s=${MEDIA_SECRET}`);
+    await call(`/media/${CORP}/m1-0?e=1&s=${mediaKey}`);
     await call("/wecom/app/support", { method: "POST", body: "x".repeat(300_000) });
     // random junk carrying the secrets in every place a request has
     await fc.assert(

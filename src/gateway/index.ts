@@ -2,7 +2,8 @@
  * Run a gateway: open the store, compose the gateway, serve HTTP, start the workers.
  * @module
  */
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
+import { readdirSync } from "node:fs";
 import type { Config } from "../config.js";
 import { startHttpServer } from "../http/server.js";
 import type { Logger } from "../log.js";
@@ -17,6 +18,21 @@ export { backoffDelay } from "./delivery.js";
 
 /** Name of the store setting that keeps the generated media-link key. */
 export const MEDIA_SECRET_SETTING = "media_link_secret";
+
+/**
+ * The media-link key a store starts with. Releases before 0.2 derived it from `adminToken`: when
+ * the media folder already holds files (an upgrade), that key is kept, so that the links the
+ * 全媒体 already has go on working; a new deployment gets a random one.
+ */
+export function firstMediaSecret(config: Pick<Config, "mediaDir" | "adminToken">): string {
+  let legacy = false;
+  try {
+    legacy = readdirSync(config.mediaDir).length > 0;
+  } catch {
+    legacy = false; // no media folder yet
+  }
+  return legacy ? createHmac("sha256", config.adminToken).update("wecom-bridge media links").digest("hex") : randomBytes(32).toString("hex");
+}
 
 /** A running gateway. */
 export interface RunningGateway {
@@ -41,7 +57,7 @@ export interface RunGatewayOptions {
 export async function runGateway(config: Config, options: RunGatewayOptions = {}): Promise<RunningGateway> {
   const store = options.store ?? (await openStore(config.store, { owner: true }));
   // media links outlive an adminToken rotation: their key is generated once and kept in the store
-  const mediaSecret = config.mediaSecret ?? (await store.getOrCreateSetting(MEDIA_SECRET_SETTING, () => randomBytes(32).toString("hex")));
+  const mediaSecret = config.mediaSecret ?? (await store.getOrCreateSetting(MEDIA_SECRET_SETTING, () => firstMediaSecret(config)));
   const gateway = new Gateway({
     config,
     store,

@@ -248,10 +248,10 @@ export class Metrics {
     labels: { class: ERROR_CLASSES },
     registry: this.registry,
   });
-  /** Rows and files removed by retention and erasure. */
+  /** Rows and files removed by the retention pruner (purge and erase print their own counts). */
   readonly retentionDeleted = new BoundedCounter({
     name: "wecom_bridge_retention_deleted_total",
-    help: "Rows and files removed by retention, purge and erase",
+    help: "Rows and files removed by the retention pruner",
     labels: { what: RETENTION_WHAT },
     registry: this.registry,
   });
