@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeAppXml, decodeBotCallback, decodeKfSyncMsg, decryptBotMedia, parseCallbackEnvelope, WeComCrypto } from "../src/index.js";
 import { WeComSimulator } from "../src/sim/wecom.js";
-import { parseMultipart } from "../src/sim/wecom-multipart.js";
+import { parseMultipart } from "../src/sim/wecom/multipart.js";
 
 const CORP = "ww1436e0e65a779aee";
 const KF_APP = { agentId: 1000002, secret: "kf-app-secret-0123456789", token: "kfAppToken", encodingAESKey: aesKey(), kf: true, name: "support" };
