@@ -10,8 +10,7 @@ export { DEFAULT_KF_ERRCODES, type KfErrcodes, SimApiError } from "./errors.js";
 /** One kf/sync_msg call the simulator served. */
 export type { KfSyncCall } from "./kf.js";
 export { type KfServiceState, type UploadType, WECOM_RULES, kfTransitionAllowed } from "./rules.js";
-/** How the simulator runs what WeCom does later on its own. */
-export type { SimTimers } from "./scheduler.js";
+export { SimClock, type SimTimers } from "./scheduler.js";
 export { WeComSimulator } from "./simulator.js";
 /** The simulator's public types. */
 export type * from "./types.js";

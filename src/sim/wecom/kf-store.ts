@@ -46,6 +46,8 @@ export interface KfSession {
   serviceState: number;
   /** The servicer handling the session (state 3). */
   servicerUserId?: string;
+  /** Set while the customer's side refuses deliveries: each accepted send_msg is followed by msg_send_fail. */
+  rejecting?: { failType: number; delayMs: number };
 }
 
 /** A code of send_msg_on_event. */
@@ -58,6 +60,11 @@ export interface KfCode {
   used: boolean;
   /** msgtypes allowed with it. */
   msgtypes: readonly string[];
+  /**
+   * The session it belongs to and the service_state that produced it: the code works only while the
+   * session is still in that state (every code but enter_session's welcome_code).
+   */
+  session?: { externalUserId: string; state: number };
 }
 
 /** A sync_msg page. */
@@ -74,6 +81,8 @@ interface Account {
   name: string;
   emptyPages: number;
   msgIds: Set<string>;
+  /** Servicers (接待人员) of the account: userid → on duty ("正在接待"). */
+  servicers: Map<string, boolean>;
 }
 
 /** The scope of a cursor: an account, or every account when sync_msg has no open_kfid. */
@@ -93,7 +102,7 @@ export class KfStore {
   addAccount(openKfId: string, name: string): void {
     const a = this.#accounts.get(openKfId);
     if (a !== undefined) a.name = name;
-    else this.#accounts.set(openKfId, { name, emptyPages: 0, msgIds: new Set() });
+    else this.#accounts.set(openKfId, { name, emptyPages: 0, msgIds: new Set(), servicers: new Map() });
   }
 
   /** True when the account exists. */
@@ -136,7 +145,8 @@ export class KfStore {
     const key = `${openKfId}\u0000${externalUserId}`;
     let s = this.#sessions.get(key);
     if (s === undefined) {
-      s = { sentSinceCustomer: 0, serviceState: 0 };
+      // before the customer's first message the session is "ended or not started" (4)
+      s = { sentSinceCustomer: 0, serviceState: WECOM_RULES.kf.initialState };
       this.#sessions.set(key, s);
     }
     return s;
@@ -279,22 +289,37 @@ export class KfStore {
     if (c === undefined || nowMs > c.expiresAt) throw new SimApiError(errcodes.codeInvalid, "invalid code, expired or unknown");
     if (c.used) throw new SimApiError(errcodes.codeUsed, "code has been used");
     if (!c.msgtypes.includes(msgtype)) throw new SimApiError(40008, `invalid message type ${msgtype} for this code`);
+    if (c.session !== undefined && this.session(c.openKfId, c.session.externalUserId).serviceState !== c.session.state) {
+      throw new SimApiError(errcodes.codeStateMismatch, "send msg session status invalid, the session left the state of this code");
+    }
     return c;
+  }
+
+  // --- servicers -------------------------------------------------------------------------
+
+  /** Add a servicer (接待人员) to an account, on duty unless said otherwise. */
+  setServicer(openKfId: string, userId: string, onDuty: boolean): void {
+    this.#account(openKfId).servicers.set(userId, onDuty);
+  }
+
+  /** True when the user is a servicer of the account and on duty ("正在接待"). */
+  servicerOnDuty(openKfId: string, userId: string): boolean {
+    return this.#account(openKfId).servicers.get(userId) === true;
   }
 }
 
 /**
  * Validate the message body of kf/send_msg or send_msg_on_event the way WeCom does: text
- * non-empty (44004) and ≤ 2048 bytes (45002), media ids known (40007), menus ≤ 10 items (95008) of
+ * non-empty (44004) and ≤ 2048 bytes (`textTooLong`, 45002), media ids known (40007), menus ≤ 10 items (95008) of
  * known types (95009), location in range.
  */
-export function checkKfMessageBody(body: Record<string, unknown>, msgtype: string, mediaExists: (id: string) => boolean): void {
+export function checkKfMessageBody(body: Record<string, unknown>, msgtype: string, mediaExists: (id: string) => boolean, errcodes: KfErrcodes): void {
   const content = objectField(body, msgtype);
   switch (msgtype) {
     case "text": {
       const text = content.content;
       if (typeof text !== "string" || text === "") throw new SimApiError(44004, "empty content");
-      if (utf8Length(text) > WECOM_RULES.kf.textMaxBytes) throw new SimApiError(45002, `content size out of limit, ${utf8Length(text)} bytes > ${WECOM_RULES.kf.textMaxBytes}`);
+      if (utf8Length(text) > WECOM_RULES.kf.textMaxBytes) throw new SimApiError(errcodes.textTooLong, `content size out of limit, ${utf8Length(text)} bytes > ${WECOM_RULES.kf.textMaxBytes}`);
       return;
     }
     case "link": {

@@ -11,7 +11,7 @@ import type { Callbacks } from "./callbacks.js";
 import type { Handler, RequestCtx, SimContext } from "./context.js";
 import { SimApiError, jsonBody, requireString } from "./errors.js";
 import { KF_CURSOR_MAX_BYTES, KF_SEND_MSGTYPES, KF_SYNC_LIMIT_MAX, KF_TOKEN_MAX_BYTES, KfStore, checkKfMessageBody } from "./kf-store.js";
-import { WECOM_RULES } from "./rules.js";
+import { type KfServiceState, WECOM_RULES, kfTransitionAllowed } from "./rules.js";
 import type { TokenService } from "./tokens.js";
 
 /** Who a kf/sync_msg call was for, and whether it carried a valid callback Token. */
@@ -54,6 +54,7 @@ export class KfService {
     "kf/send_msg": (ctx) => this.#sendMsg(ctx),
     "kf/send_msg_on_event": (ctx) => this.#sendMsgOnEvent(ctx),
     "kf/service_state/get": (ctx) => this.#serviceStateGet(ctx),
+    "kf/service_state/trans": (ctx) => this.#serviceStateTrans(ctx),
     "kf/account/list": (ctx) => this.#accountList(ctx),
   };
 
@@ -119,22 +120,92 @@ export class KfService {
     if (event_type === "enter_session" && typeof ev.welcome_code === "string") {
       this.store.addCode(ev.welcome_code, { openKfId, expiresAt: at + codes.welcome.ttlMs, used: false, msgtypes: codes.welcome.msgtypes });
     }
-    if (event_type === "session_status_change") {
+    if (event_type === "session_status_change" && user !== undefined) {
       const change = Number(ev.change_type);
+      const s = this.store.session(openKfId, user);
+      if (change === 1 || change === 2 || change === 4) {
+        s.serviceState = 3;
+        if (typeof ev.new_servicer_userid === "string" && ev.new_servicer_userid !== "") s.servicerUserId = ev.new_servicer_userid;
+      } else if (change === 3) s.serviceState = 4;
       if (typeof ev.msg_code === "string" && ev.msg_code !== "") {
         const rule = change === 3 ? codes.end : codes.servicer;
-        this.store.addCode(ev.msg_code, { openKfId, expiresAt: at + rule.ttlMs, used: false, msgtypes: rule.msgtypes });
+        const session = { externalUserId: user, state: s.serviceState };
+        this.store.addCode(ev.msg_code, { openKfId, expiresAt: at + rule.ttlMs, used: false, msgtypes: rule.msgtypes, session });
       }
-      if (user !== undefined) {
-        const s = this.store.session(openKfId, user);
-        if (change === 1 || change === 2 || change === 4) {
-          s.serviceState = 3;
-          if (typeof ev.new_servicer_userid === "string" && ev.new_servicer_userid !== "") s.servicerUserId = ev.new_servicer_userid;
-        } else if (change === 3) s.serviceState = 4;
-      }
+    }
+    if (event_type === "servicer_status_change" && typeof ev.servicer_userid === "string") {
+      // status 1: on duty ("接待中"), 2: off duty ("停止接待")
+      this.store.setServicer(openKfId, ev.servicer_userid, Number(ev.status) === 1);
     }
     const callback = opts.callback === false ? undefined : await this.notify(openKfId);
     return callback === undefined ? { msgid } : { msgid, callback };
+  }
+
+  /** Add a servicer (接待人员) to an account, on duty ("正在接待") unless `onDuty` is false. */
+  addServicer(openKfId: string, userId: string, onDuty = true): void {
+    this.#requireAccount(openKfId);
+    this.store.setServicer(openKfId, userId, onDuty);
+  }
+
+  /**
+   * A servicer acts in the WeCom client, and WeCom reports it with a session_status_change event
+   * (then kf_msg_or_event): `accept` takes the session from the waiting pool (2 → 3, change_type 1,
+   * with a msg_code valid 48 h for one text), `transfer` hands it to another servicer (3 → 3,
+   * change_type 2), `end` ends it (3 → 4, change_type 3, with a msg_code valid 20 s for one text or
+   * menu), `reopen` writes in an ended session (4 → 3, change_type 4).
+   * @throws Error when the session is not in a state the action starts from
+   */
+  async servicerChangesSession(
+    openKfId: string,
+    externalUserId: string,
+    action: "accept" | "transfer" | "end" | "reopen",
+    servicerUserId: string,
+    opts: { callback?: boolean } = {},
+  ): Promise<{ msgid: string; msgCode?: string; callback?: CallbackResult }> {
+    this.#requireAccount(openKfId);
+    const s = this.store.session(openKfId, externalUserId);
+    const from: Record<typeof action, number> = { accept: 2, transfer: 3, end: 3, reopen: 4 };
+    if (s.serviceState !== from[action]) throw new Error(`cannot ${action} a session in service_state ${s.serviceState} (needs ${from[action]})`);
+    const types = WECOM_RULES.kf.changeTypes;
+    const ev: Record<string, unknown> & { event_type: string } = { event_type: "session_status_change", open_kfid: openKfId, external_userid: externalUserId };
+    let msgCode: string | undefined;
+    if (action === "accept") {
+      Object.assign(ev, { change_type: types.fromPool, new_servicer_userid: servicerUserId });
+      msgCode = this.#ctx.ids.kfCode();
+    } else if (action === "transfer") {
+      Object.assign(ev, { change_type: types.transfer, old_servicer_userid: s.servicerUserId ?? "", new_servicer_userid: servicerUserId });
+    } else if (action === "end") {
+      Object.assign(ev, { change_type: types.end, old_servicer_userid: servicerUserId });
+      msgCode = this.#ctx.ids.kfCode();
+    } else {
+      Object.assign(ev, { change_type: types.reopen, new_servicer_userid: servicerUserId });
+    }
+    if (msgCode !== undefined) ev.msg_code = msgCode;
+    const r = await this.event(openKfId, ev, opts);
+    return msgCode === undefined ? r : { ...r, msgCode };
+  }
+
+  /**
+   * From now on the customer's side refuses what the company sends: kf/send_msg still answers ok
+   * (WeCom accepts the call), and a msg_send_fail event (`fail_msgid`, `fail_type`, default 10:
+   * the user refuses) follows in sync_msg with a kf_msg_or_event callback, at once or `delayMs`
+   * later by the simulator's clock (then through the scheduler).
+   */
+  rejectCustomer(openKfId: string, externalUserId: string, opts: { failType?: number; delayMs?: number } = {}): void {
+    this.#requireAccount(openKfId);
+    this.store.session(openKfId, externalUserId).rejecting = { failType: opts.failType ?? WECOM_RULES.kf.failTypes.customerRejected, delayMs: Math.max(0, opts.delayMs ?? 0) };
+  }
+
+  /** The customer's side accepts deliveries again (undoes {@link rejectCustomer}). */
+  acceptCustomer(openKfId: string, externalUserId: string): void {
+    this.#requireAccount(openKfId);
+    delete this.store.session(openKfId, externalUserId).rejecting;
+  }
+
+  /** Report a delivery the customer's side refused: msg_send_fail in the log, then kf_msg_or_event. */
+  async #reportFailure(openKfId: string, externalUserId: string, failMsgId: string, failType: number): Promise<void> {
+    const ev = { event_type: "msg_send_fail", open_kfid: openKfId, external_userid: externalUserId, fail_msgid: failMsgId, fail_type: failType };
+    await this.event(openKfId, ev);
   }
 
   /** The kf_msg_or_event callback to the KF app; undefined when there is none or it has no URL. */
@@ -196,7 +267,7 @@ export class KfService {
     if (!this.store.knowsCustomer(openKfId, touser)) throw new SimApiError(40096, "invalid external userid");
     const msgtype = requireString(b, "msgtype");
     if (!KF_SEND_MSGTYPES.has(msgtype)) throw new SimApiError(40008, "invalid message type");
-    checkKfMessageBody(b, msgtype, this.#mediaExists);
+    checkKfMessageBody(b, msgtype, this.#mediaExists, this.#ctx.errcodes);
     const errcodes = this.#ctx.errcodes;
     const given = this.store.checkMsgId(openKfId, b.msgid, errcodes);
     const now = this.#ctx.now();
@@ -204,7 +275,19 @@ export class KfService {
     const msgid = given ?? this.#ctx.ids.kfSendMsgId();
     this.store.useMsgId(openKfId, msgid);
     session.sentSinceCustomer++;
-    this.#ctx.record({ api: "kf/send_msg", body: b, at: now, msgid, delivered: true });
+    const rejecting = session.rejecting;
+    if (rejecting === undefined) {
+      this.#ctx.record({ api: "kf/send_msg", body: b, at: now, msgid, delivered: true });
+    } else {
+      this.#ctx.record({ api: "kf/send_msg", body: b, at: now, msgid, delivered: false, dropped: "rejected" });
+      const report = () => this.#reportFailure(openKfId, touser, msgid, rejecting.failType);
+      if (rejecting.delayMs > 0) this.#ctx.scheduler.at(now + rejecting.delayMs, `msg_send_fail ${msgid}`, report);
+      else {
+        // the event is in the log before the answer; its callback follows on its own
+        const done = report();
+        done.catch((e: unknown) => this.#ctx.log(`msg_send_fail ${msgid}: ${(e as Error).message}`));
+      }
+    }
     return { json: { errcode: 0, errmsg: "ok", msgid } };
   }
 
@@ -217,7 +300,7 @@ export class KfService {
     const now = this.#ctx.now();
     const errcodes = this.#ctx.errcodes;
     const c = this.store.takeCode(code, msgtype, now, errcodes);
-    checkKfMessageBody(b, msgtype, this.#mediaExists);
+    checkKfMessageBody(b, msgtype, this.#mediaExists, this.#ctx.errcodes);
     const given = this.store.checkMsgId(c.openKfId, b.msgid, errcodes);
     const msgid = given ?? this.#ctx.ids.kfSendMsgId();
     c.used = true;
@@ -236,6 +319,42 @@ export class KfService {
     const s = this.store.session(openKfId, user);
     const json: Record<string, unknown> = { errcode: 0, errmsg: "ok", service_state: s.serviceState };
     if (s.serviceState === 3 && s.servicerUserId !== undefined) json.servicer_userid = s.servicerUserId;
+    return { json };
+  }
+
+  #serviceStateTrans({ url, body }: RequestCtx) {
+    this.#tokens.authKf(url);
+    const b = jsonBody(body);
+    const openKfId = requireString(b, "open_kfid");
+    const user = requireString(b, "external_userid");
+    if (!this.store.hasAccount(openKfId)) throw new SimApiError(95000, "invalid open_kfid");
+    if (!this.store.knowsCustomer(openKfId, user)) throw new SimApiError(40096, "invalid external userid");
+    const to = b.service_state;
+    if (typeof to !== "number" || !(WECOM_RULES.kf.serviceStates as readonly number[]).includes(to)) {
+      throw new SimApiError(40058, "invalid Request Parameter, service_state must be 0..4");
+    }
+    const s = this.store.session(openKfId, user);
+    const errcodes = this.#ctx.errcodes;
+    if (!kfTransitionAllowed(s.serviceState as KfServiceState, to)) {
+      throw new SimApiError(errcodes.invalidTransition, `invalid service_state transition ${s.serviceState} -> ${to}`);
+    }
+    let servicer: string | undefined;
+    if (to === 3) {
+      servicer = requireString(b, "servicer_userid");
+      if (!this.store.servicerOnDuty(openKfId, servicer)) throw new SimApiError(errcodes.notServicer, "invalid servicer_userid, not a servicer on duty");
+    }
+    s.serviceState = to;
+    if (servicer !== undefined) s.servicerUserId = servicer;
+    else delete s.servicerUserId;
+    const json: Record<string, unknown> = { errcode: 0, errmsg: "ok" };
+    const codes = WECOM_RULES.kf.codes;
+    const rule = to === 2 ? codes.pool : to === 3 ? codes.servicer : to === 4 ? codes.end : undefined;
+    if (rule !== undefined) {
+      const code = this.#ctx.ids.kfCode();
+      const now = this.#ctx.now();
+      this.store.addCode(code, { openKfId, expiresAt: now + rule.ttlMs, used: false, msgtypes: rule.msgtypes, session: { externalUserId: user, state: to } });
+      json.msg_code = code;
+    }
     return { json };
   }
 

@@ -105,3 +105,25 @@ export class SimScheduler {
     if (this.#timer !== undefined) clearInterval(this.#timer);
   }
 }
+
+/**
+ * A clock tests move by hand. Give it to the simulator (`clock` option) and `sim.advance(ms)` moves
+ * it through every scheduled task on the way (each runs at its own time), or share `now` with a
+ * gateway under test.
+ */
+export class SimClock {
+  #t: number;
+
+  /** @param startMs the start, ms since the epoch */
+  constructor(startMs: number) {
+    this.#t = startMs;
+  }
+
+  /** The current time, ms (a bound function: pass it as a `now` option). */
+  readonly now = (): number => this.#t;
+
+  /** Set the time (it may go back: tests of clocks that jump). */
+  set(ms: number): void {
+    this.#t = ms;
+  }
+}

@@ -21,7 +21,7 @@ import { SimIds } from "./ids.js";
 import { KfService, type KfSyncCall } from "./kf.js";
 import { MediaService } from "./media.js";
 import { WECOM_RULES } from "./rules.js";
-import { SimScheduler } from "./scheduler.js";
+import { type SimClock, SimScheduler } from "./scheduler.js";
 import { SimServer } from "./server.js";
 import { TokenService } from "./tokens.js";
 import type { CallbackWithReply, WeComSimMedia, WeComSimOptions, WeComSimRequest, WeComSimSent } from "./types.js";
@@ -44,6 +44,7 @@ export class WeComSimulator {
   readonly #bot: BotWebhookService;
   readonly #server: SimServer;
   readonly #scheduler: SimScheduler;
+  readonly #clock: SimClock | undefined;
   #url = "";
 
   /** What the gateway sent: every accepted kf/send_msg, kf/send_msg_on_event, message/send, media/upload and aibot/response. */
@@ -51,7 +52,9 @@ export class WeComSimulator {
 
   private constructor(opts: WeComSimOptions) {
     if (!opts.corpId) throw new Error("corpId is required");
-    const now = opts.now ?? Date.now;
+    if (opts.clock !== undefined && opts.now !== undefined) throw new Error("give either clock or now, not both");
+    this.#clock = opts.clock;
+    const now = opts.clock?.now ?? opts.now ?? Date.now;
     const log = opts.log;
     const logLine = log === undefined ? () => {} : (line: string) => log(`[wecom-sim] ${line}`);
     this.#scheduler = new SimScheduler(now, opts.timers ?? "manual", logLine);
@@ -170,6 +173,27 @@ export class WeComSimulator {
     return this.#scheduler.runDue();
   }
 
+  /**
+   * Move the simulator's {@link SimClock} (the `clock` option) forward by `ms`, stopping at each
+   * scheduled task on the way to run it at its own time (a stream poll each second, a delayed
+   * msg_send_fail); resolves with how many ran.
+   * @throws Error when the simulator was not given a SimClock
+   */
+  async advance(ms: number): Promise<number> {
+    const clock = this.#clock;
+    if (clock === undefined) throw new Error("advance needs the simulator to be started with a SimClock (option clock)");
+    const target = clock.now() + Math.max(0, ms);
+    let ran = 0;
+    for (;;) {
+      const next = this.#scheduler.nextAt;
+      if (next === undefined || next > target) break;
+      if (next > clock.now()) clock.set(next);
+      ran += await this.#scheduler.runDue();
+    }
+    clock.set(target);
+    return ran + (await this.#scheduler.runDue());
+  }
+
   /** When the next scheduled work is due, per the simulator's clock (undefined when none waits). */
   get nextDueAt(): number | undefined {
     return this.#scheduler.nextAt;
@@ -240,6 +264,62 @@ export class WeComSimulator {
    */
   kfEvent(openKfId: string, event: Record<string, unknown> & { event_type: string }, opts: { callback?: boolean; sendTime?: number } = {}): Promise<{ msgid: string; callback?: CallbackResult }> {
     return this.#kf.event(openKfId, event, opts);
+  }
+
+  /** Add a servicer (接待人员) to a KF account, on duty ("正在接待") unless `onDuty` is false: service_state/trans to 3 needs one. */
+  addKfServicer(openKfId: string, userId: string, onDuty = true): void {
+    this.#kf.addServicer(openKfId, userId, onDuty);
+  }
+
+  /**
+   * A servicer acts in the WeCom client and WeCom reports it with a session_status_change event
+   * (then kf_msg_or_event): `accept` from the waiting pool (2 → 3, change_type 1, msg_code for one
+   * text within 48 h), `transfer` to another servicer (3 → 3, change_type 2), `end` (3 → 4,
+   * change_type 3, msg_code for one text or menu within 20 s), `reopen` an ended session (4 → 3,
+   * change_type 4). Throws when the session is not in the state the action starts from.
+   */
+  kfServicerActs(
+    openKfId: string,
+    externalUserId: string,
+    action: "accept" | "transfer" | "end" | "reopen",
+    servicerUserId: string,
+    opts: { callback?: boolean } = {},
+  ): Promise<{ msgid: string; msgCode?: string; callback?: CallbackResult }> {
+    return this.#kf.servicerChangesSession(openKfId, externalUserId, action, servicerUserId, opts);
+  }
+
+  /**
+   * From now on the customer's side refuses deliveries: kf/send_msg still answers ok and records the
+   * message as not delivered (`dropped: "rejected"`), and a msg_send_fail event (`fail_msgid`,
+   * `fail_type`, default 10: the user refuses) follows in sync_msg with a kf_msg_or_event callback,
+   * at once, or `delayMs` later by the simulator's clock (then run by {@link runDue} or the realtime timer).
+   */
+  kfRejectCustomer(openKfId: string, externalUserId: string, opts: { failType?: number; delayMs?: number } = {}): void {
+    this.#kf.rejectCustomer(openKfId, externalUserId, opts);
+  }
+
+  /** The customer's side accepts deliveries again. */
+  kfAcceptCustomer(openKfId: string, externalUserId: string): void {
+    this.#kf.acceptCustomer(openKfId, externalUserId);
+  }
+
+  /**
+   * A customer's KF session as WeCom's rules see it: service_state (and servicer in state 3), when
+   * the customer last wrote, how many messages were sent since, and when the 48-hour window closes.
+   */
+  kfSession(openKfId: string, externalUserId: string): { serviceState: number; servicerUserId?: string; lastCustomerAt?: number; sentSinceCustomer: number; windowEndsAt?: number } | undefined {
+    if (!this.#kf.store.knowsCustomer(openKfId, externalUserId)) return undefined;
+    const s = this.#kf.store.session(openKfId, externalUserId);
+    const view: { serviceState: number; servicerUserId?: string; lastCustomerAt?: number; sentSinceCustomer: number; windowEndsAt?: number } = {
+      serviceState: s.serviceState,
+      sentSinceCustomer: s.sentSinceCustomer,
+    };
+    if (s.servicerUserId !== undefined) view.servicerUserId = s.servicerUserId;
+    if (s.lastCustomerAt !== undefined) {
+      view.lastCustomerAt = s.lastCustomerAt;
+      view.windowEndsAt = s.lastCustomerAt + WECOM_RULES.kf.sendWindowMs;
+    }
+    return view;
   }
 
   /** A new welcome_code / msg_code in WeCom's shape, for events built by hand. */

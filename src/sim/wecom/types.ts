@@ -5,7 +5,7 @@
  */
 import type { CallbackResult } from "./callback-client.js";
 import type { KfErrcodes } from "./errors.js";
-import type { SimTimers } from "./scheduler.js";
+import type { SimClock, SimTimers } from "./scheduler.js";
 
 /** A self-built app of the simulated corp. */
 export interface WeComSimApp {
@@ -63,6 +63,8 @@ export interface WeComSimOptions {
   maxTries?: number;
   /** The clock, ms since the epoch; default Date.now. Drives every expiry, window and poll. */
   now?: () => number;
+  /** A clock tests move with `sim.advance(ms)` (instead of `now`). */
+  clock?: SimClock;
   /**
    * How what WeCom does later on its own (bot stream polls, msg_send_fail reports) runs:
    * `manual` (default) when a test calls `runDue()` after moving its clock, `realtime` by a timer.
