@@ -386,8 +386,10 @@ describe("kf/send_msg and send_msg_on_event", () => {
     expect(ok).toMatchObject({ errcode: 0, errmsg: "ok", invaliduser: "ghost" });
     expect(typeof ok.msgid).toBe("string");
     expect((await send({ touser: "ghost", msgtype: "text", text: { content: "x" } })).errcode).toBe(81013);
-    expect((await send({ touser: "zhangsan", msgtype: "text", text: { content: "x".repeat(2049) } })).errcode).toBe(45002);
-    expect(sim.sent.filter((s) => s.api === "message/send")).toHaveLength(1);
+    // longer texts are cut at 2048 bytes, not refused
+    expect((await send({ touser: "zhangsan", msgtype: "text", text: { content: "x".repeat(2049) } })).errcode).toBe(0);
+    expect(sim.sent.filter((s) => s.api === "message/send").map((s) => s.shown?.length)).toEqual([2, 2048]);
+    expect((await send({ touser: "zhangsan", msgtype: "text", text: { content: "" } })).errcode).toBe(44004);
   });
 });
 

@@ -25,6 +25,11 @@ function isJpgOrPng(b: Buffer): boolean {
   return (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) || b.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
 }
 
+/** Video WeCom accepts for uploads: MP4 (an ISO base media file: a `ftyp` box first). */
+function isMp4(b: Buffer): boolean {
+  return b.length >= 12 && b.toString("latin1", 4, 8) === "ftyp";
+}
+
 /** The temporary media store and its APIs. */
 export class MediaService {
   readonly #ctx: SimContext;
@@ -101,6 +106,7 @@ export class MediaService {
     if (part.data.length > max) throw new SimApiError(SIZE_ERRCODES[t], `invalid ${type} size, ${part.data.length} bytes > ${max}`);
     if (t === "image" && !isJpgOrPng(part.data)) throw new SimApiError(40123, "invalid image format, JPG or PNG only");
     if (t === "voice" && !part.data.subarray(0, 6).equals(Buffer.from("#!AMR\n"))) throw new SimApiError(301017, "invalid voice format, AMR only");
+    if (t === "video" && !isMp4(part.data)) throw new SimApiError(40004, "invalid media type, video must be MP4");
     const now = this.#ctx.now();
     const filename = part.filename ?? "media";
     const contentType = part.contentType ?? "application/octet-stream";
