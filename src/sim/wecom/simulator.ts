@@ -24,7 +24,7 @@ import { WECOM_RULES } from "./rules.js";
 import { type SimClock, SimScheduler } from "./scheduler.js";
 import { SimServer } from "./server.js";
 import { TokenService } from "./tokens.js";
-import type { CallbackWithReply, WeComSimMedia, WeComSimOptions, WeComSimRequest, WeComSimSent } from "./types.js";
+import type { CallbackWithReply, WeComSimMedia, WeComSimOptions, WeComSimRequest, WeComSimSent, WeComSimStream } from "./types.js";
 
 /**
  * A running WeCom simulator.
@@ -96,7 +96,7 @@ export class WeComSimulator {
     this.#media = new MediaService(this.#ctx, this.#tokens);
     this.#kf = new KfService(this.#ctx, this.#tokens, this.#callbacks, this.#media.exists);
     this.#app = new AppMessageService(this.#ctx, this.#tokens, this.#media.exists);
-    this.#bot = new BotWebhookService(this.#ctx, this.#callbacks);
+    this.#bot = new BotWebhookService(this.#ctx, this.#callbacks, opts.botPollIntervalMs ?? WECOM_RULES.bot.pollIntervalMs);
     this.#server = new SimServer(
       this.#ctx,
       {
@@ -361,14 +361,32 @@ export class WeComSimulator {
     return this.#bot.sends(botId, message, opts);
   }
 
-  /** A member's text message to a bot (single chat, or a group with `chatId`), with a response_url on the simulator. */
-  botUserSendsText(botId: string, userId: string, text: string, opts: { chatId?: string } = {}): Promise<CallbackWithReply<unknown> & { msgid: string }> {
+  /**
+   * A member's text message to a bot (single chat, or a group with `chatId`), with a response_url on
+   * the simulator (one POST within an hour). When the bot answers with a stream, `stream` is its
+   * record, and WeCom polls it by itself about once a second (`runDue`/`advance`, or the realtime
+   * timer) until an answer finishes it or 6 minutes after this message.
+   */
+  botUserSendsText(botId: string, userId: string, text: string, opts: { chatId?: string } = {}): Promise<CallbackWithReply<unknown> & { msgid: string; stream?: WeComSimStream }> {
     return this.#bot.userSendsText(botId, userId, text, opts);
   }
 
-  /** WeCom polls an open stream: a msgtype "stream" callback with that id; returns the decrypted answer. */
+  /**
+   * A refresh poll of a stream, sent now by hand (WeCom's own polls run by themselves); returns the
+   * decrypted answer, recorded as a `manual` frame when the stream is known.
+   */
   botPollStream(botId: string, streamId: string, userId: string, opts: { chatId?: string } = {}): Promise<CallbackWithReply<unknown>> {
     return this.#bot.pollStream(botId, streamId, userId, opts);
+  }
+
+  /** A bot's stream as WeCom saw it: every answer (frame) received, what the user sees, whether it finished or expired. */
+  botStream(botId: string, streamId: string): WeComSimStream | undefined {
+    return this.#bot.stream(botId, streamId);
+  }
+
+  /** Every stream the bots opened, oldest first, optionally of one bot, one user message (msgid) or one user. */
+  botStreams(filter: { botId?: string; msgid?: string; userId?: string } = {}): WeComSimStream[] {
+    return this.#bot.streams(filter);
   }
 
   // --- URL verification ----------------------------------------------------------------------------

@@ -199,6 +199,8 @@ export interface WeComSimStream {
   deadline: number;
   /** `open` while WeCom polls, `finished` after an accepted finish, `expired` after the window. */
   status: "open" | "finished" | "expired";
+  /** 846608 once expired: what WeCom answers any later update ("stream message update expired"). */
+  errcode?: number;
   /** Every answer received for it, in order. */
   frames: WeComSimStreamFrame[];
   /** How many refresh polls WeCom sent by itself. */
