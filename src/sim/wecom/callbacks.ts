@@ -107,6 +107,17 @@ export class Callbacks {
     return result;
   }
 
+  /** A member's text message to an app as a callback (MsgId a 64-bit decimal string above 2^53). */
+  async appUserText(app: SimApp, fromUser: string, text: string, reuse: boolean): Promise<CallbackWithReply<string> & { msgId: string }> {
+    const msgId = this.#ctx.ids.uint64();
+    const xml =
+      `<xml><ToUserName>${cdata(this.#ctx.corpId)}</ToUserName><FromUserName>${cdata(fromUser)}</FromUserName>` +
+      `<CreateTime>${seconds(this.#ctx)}</CreateTime><MsgType><![CDATA[text]]></MsgType>` +
+      `<Content>${cdata(text)}</Content><MsgId>${msgId}</MsgId><AgentID>${app.cfg.agentId}</AgentID></xml>`;
+    const r = await this.toApp(app, xml, reuse, `app ${app.cfg.agentId}`);
+    return { ...r, msgId };
+  }
+
   /** The kf_msg_or_event callback (a fresh Token and OpenKfId) to an app, with WeCom's retries. */
   kfMsgOrEvent(app: SimApp, openKfId: string, token: string): Promise<CallbackWithReply<string>> {
     const xml =

@@ -24,6 +24,20 @@ export interface KfSyncCall {
   at: number;
 }
 
+/** A customer's KF session as WeCom's sending rules see it. */
+export interface KfSessionView {
+  /** service_state: 0 unhandled, 1 smart assistant, 2 waiting pool, 3 human servicer, 4 ended or not started. */
+  serviceState: number;
+  /** The servicer, in state 3. */
+  servicerUserId?: string;
+  /** When the customer last wrote, ms. */
+  lastCustomerAt?: number;
+  /** kf/send_msg messages accepted since then (at most 5). */
+  sentSinceCustomer: number;
+  /** When the 48-hour window closes, ms (the last moment a send is still taken). */
+  windowEndsAt?: number;
+}
+
 /** The KF APIs and the WeChat side of KF. */
 export class KfService {
   readonly #ctx: SimContext;
@@ -206,6 +220,19 @@ export class KfService {
   async #reportFailure(openKfId: string, externalUserId: string, failMsgId: string, failType: number): Promise<void> {
     const ev = { event_type: "msg_send_fail", open_kfid: openKfId, external_userid: externalUserId, fail_msgid: failMsgId, fail_type: failType };
     await this.event(openKfId, ev);
+  }
+
+  /** A customer's session as the sending rules see it; undefined when the customer never entered or wrote. */
+  sessionView(openKfId: string, externalUserId: string): KfSessionView | undefined {
+    if (!this.store.knowsCustomer(openKfId, externalUserId)) return undefined;
+    const s = this.store.session(openKfId, externalUserId);
+    const view: KfSessionView = { serviceState: s.serviceState, sentSinceCustomer: s.sentSinceCustomer };
+    if (s.servicerUserId !== undefined) view.servicerUserId = s.servicerUserId;
+    if (s.lastCustomerAt !== undefined) {
+      view.lastCustomerAt = s.lastCustomerAt;
+      view.windowEndsAt = s.lastCustomerAt + WECOM_RULES.kf.sendWindowMs;
+    }
+    return view;
   }
 
   /** The kf_msg_or_event callback to the KF app; undefined when there is none or it has no URL. */

@@ -10,15 +10,14 @@
  * @module
  */
 import { WeComCrypto } from "../../wecom/crypto.js";
-import { cdata } from "../../wecom/xml.js";
 import { AppMessageService } from "./app-message.js";
 import { BotWebhookService } from "./bot-webhook.js";
 import type { CallbackResult } from "./callback-client.js";
 import { Callbacks } from "./callbacks.js";
-import { type SimApp, type SimBot, type SimContext, seconds } from "./context.js";
+import type { SimApp, SimBot, SimContext } from "./context.js";
 import { DEFAULT_KF_ERRCODES } from "./errors.js";
 import { SimIds } from "./ids.js";
-import { KfService, type KfSyncCall } from "./kf.js";
+import { type KfSessionView, KfService, type KfSyncCall } from "./kf.js";
 import { MediaService } from "./media.js";
 import { WECOM_RULES } from "./rules.js";
 import { type SimClock, SimScheduler } from "./scheduler.js";
@@ -307,19 +306,8 @@ export class WeComSimulator {
    * A customer's KF session as WeCom's rules see it: service_state (and servicer in state 3), when
    * the customer last wrote, how many messages were sent since, and when the 48-hour window closes.
    */
-  kfSession(openKfId: string, externalUserId: string): { serviceState: number; servicerUserId?: string; lastCustomerAt?: number; sentSinceCustomer: number; windowEndsAt?: number } | undefined {
-    if (!this.#kf.store.knowsCustomer(openKfId, externalUserId)) return undefined;
-    const s = this.#kf.store.session(openKfId, externalUserId);
-    const view: { serviceState: number; servicerUserId?: string; lastCustomerAt?: number; sentSinceCustomer: number; windowEndsAt?: number } = {
-      serviceState: s.serviceState,
-      sentSinceCustomer: s.sentSinceCustomer,
-    };
-    if (s.servicerUserId !== undefined) view.servicerUserId = s.servicerUserId;
-    if (s.lastCustomerAt !== undefined) {
-      view.lastCustomerAt = s.lastCustomerAt;
-      view.windowEndsAt = s.lastCustomerAt + WECOM_RULES.kf.sendWindowMs;
-    }
-    return view;
+  kfSession(openKfId: string, externalUserId: string): KfSessionView | undefined {
+    return this.#kf.sessionView(openKfId, externalUserId);
   }
 
   /** A new welcome_code / msg_code in WeCom's shape, for events built by hand. */
@@ -340,15 +328,8 @@ export class WeComSimulator {
   }
 
   /** A member's text message to an app (MsgId a 64-bit decimal string above 2^53), sent as a callback. */
-  async appUserSendsText(agentId: number, fromUser: string, text: string, opts: { sameTimestampOnRetry?: boolean } = {}): Promise<CallbackWithReply<string> & { msgId: string }> {
-    const app = this.#findApp(agentId);
-    const msgId = this.#ctx.ids.uint64();
-    const xml =
-      `<xml><ToUserName>${cdata(this.#ctx.corpId)}</ToUserName><FromUserName>${cdata(fromUser)}</FromUserName>` +
-      `<CreateTime>${seconds(this.#ctx)}</CreateTime><MsgType><![CDATA[text]]></MsgType>` +
-      `<Content>${cdata(text)}</Content><MsgId>${msgId}</MsgId><AgentID>${app.cfg.agentId}</AgentID></xml>`;
-    const r = await this.#callbacks.toApp(app, xml, opts.sameTimestampOnRetry ?? false, `app ${app.cfg.agentId}`);
-    return { ...r, msgId };
+  appUserSendsText(agentId: number, fromUser: string, text: string, opts: { sameTimestampOnRetry?: boolean } = {}): Promise<CallbackWithReply<string> & { msgId: string }> {
+    return this.#callbacks.appUserText(this.#findApp(agentId), fromUser, text, opts.sameTimestampOnRetry ?? false);
   }
 
   // --- AI bot callbacks --------------------------------------------------------------------------
