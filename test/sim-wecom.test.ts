@@ -4,28 +4,16 @@
  * retries and timeouts, and injected faults.
  */
 import { randomBytes } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeAppXml, decodeBotCallback, decodeKfSyncMsg, decryptBotMedia, parseCallbackEnvelope, WeComCrypto } from "../src/index.js";
+import { decodeAppXml, decodeBotCallback, decodeKfSyncMsg, decryptBotMedia } from "../src/index.js";
 import { WeComSimulator } from "../src/sim/wecom.js";
-import { parseMultipart } from "../src/sim/wecom-multipart.js";
+import { parseMultipart } from "../src/sim/wecom/multipart.js";
+import { appCrypto, BOT, botCrypto, CORP, type Json, KF_APP, OTHER_APP, type Received, receiver, START, text } from "./sim-wecom-helpers.js";
 
-const CORP = "ww1436e0e65a779aee";
-const KF_APP = { agentId: 1000002, secret: "kf-app-secret-0123456789", token: "kfAppToken", encodingAESKey: aesKey(), kf: true, name: "support" };
-const OTHER_APP = { agentId: 1000003, secret: "other-app-secret-0123456789", token: "otherToken", encodingAESKey: aesKey(), members: ["zhangsan", "lisi"] };
-const BOT = { botId: "aibK7fQ2xZp9LmN4rT8vW1yB3cD6eG0hJ", token: "botToken", encodingAESKey: aesKey(), name: "helper" };
 const PNG = Buffer.from(
   "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415408d763f8ffff3f0005fe02fea7d6a4fc0000000049454e44ae426082",
   "hex",
 );
-const START = Date.UTC(2024, 4, 22, 2, 0, 0);
-
-/** A random EncodingAESKey (43 base64 characters decoding to 32 bytes). */
-function aesKey(): string {
-  return randomBytes(32).toString("base64").slice(0, 43);
-}
-
 let clock = START;
 let sim: WeComSimulator;
 const logLines: string[] = [];
@@ -45,8 +33,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await sim.close();
 });
-
-type Json = Record<string, unknown>;
 
 /** Call an API of the simulator and parse its JSON answer. */
 async function call(path: string, body?: unknown): Promise<Json> {
@@ -74,61 +60,6 @@ function newAccount(): string {
   sim.addKfAccount(id, `account ${accountCounter}`);
   return id;
 }
-
-const text = (content: string) => ({ msgtype: "text", text: { content } });
-
-/** A tiny callback receiver: checks the signature, decrypts with WeComCrypto, answers per `respond`. */
-interface Received {
-  method: string;
-  query: URLSearchParams;
-  body: string;
-  plaintext?: string;
-  error?: string;
-}
-interface Receiver {
-  url: string;
-  received: Received[];
-  close(): Promise<void>;
-}
-type Respond = (n: number, r: Received, crypto: WeComCrypto) => { status: number; body?: string } | "hang";
-
-async function receiver(crypto: WeComCrypto, respond: Respond = () => ({ status: 200 })): Promise<Receiver> {
-  const received: Received[] = [];
-  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const q = new URL(req.url ?? "/", "http://x").searchParams;
-      const r: Received = { method: req.method ?? "", query: q, body: Buffer.concat(chunks).toString("utf8") };
-      const query = { msg_signature: q.get("msg_signature") ?? "", timestamp: q.get("timestamp") ?? "", nonce: q.get("nonce") ?? "" };
-      try {
-        if (req.method === "GET") r.plaintext = crypto.verifyUrl({ ...query, echostr: q.get("echostr") ?? "" });
-        else r.plaintext = crypto.decryptCallback(query, parseCallbackEnvelope(r.body).encrypt);
-      } catch (e) {
-        r.error = (e as Error).message;
-      }
-      received.push(r);
-      const answer = respond(received.length, r, crypto);
-      if (answer === "hang") return; // never answer: the simulator must give up and retry
-      res.writeHead(answer.status, { "Content-Type": "text/plain" });
-      res.end(answer.body ?? "");
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}/hook?x=1`,
-    received,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
-}
-
-const appCrypto = () => new WeComCrypto({ token: KF_APP.token, encodingAESKey: KF_APP.encodingAESKey, receiveId: CORP });
-const botCrypto = () => new WeComCrypto({ token: BOT.token, encodingAESKey: BOT.encodingAESKey, receiveId: "" });
 
 describe("gettoken and token checks", () => {
   it("issues a token per app, the same one while valid, and refuses a wrong corpid or secret", async () => {
@@ -455,8 +386,10 @@ describe("kf/send_msg and send_msg_on_event", () => {
     expect(ok).toMatchObject({ errcode: 0, errmsg: "ok", invaliduser: "ghost" });
     expect(typeof ok.msgid).toBe("string");
     expect((await send({ touser: "ghost", msgtype: "text", text: { content: "x" } })).errcode).toBe(81013);
-    expect((await send({ touser: "zhangsan", msgtype: "text", text: { content: "x".repeat(2049) } })).errcode).toBe(45002);
-    expect(sim.sent.filter((s) => s.api === "message/send")).toHaveLength(1);
+    // longer texts are cut at 2048 bytes, not refused
+    expect((await send({ touser: "zhangsan", msgtype: "text", text: { content: "x".repeat(2049) } })).errcode).toBe(0);
+    expect(sim.sent.filter((s) => s.api === "message/send").map((s) => s.shown?.length)).toEqual([2, 2048]);
+    expect((await send({ touser: "zhangsan", msgtype: "text", text: { content: "" } })).errcode).toBe(44004);
   });
 });
 

@@ -187,6 +187,7 @@ async function simCommand(args: string[], io: CliIo): Promise<void> {
     port: Number(values["wecom-port"] ?? 0),
     apps: [{ name: "support", agentId: SANDBOX.agentId, secret: SANDBOX.appSecret, token: SANDBOX.appToken, encodingAESKey: SANDBOX.appAESKey, kf: true }],
     bots: [{ name: "helper", botId: SANDBOX.botId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey }],
+    timers: "realtime", // poll bot streams, report refused KF deliveries on the real clock
     log,
   });
   wecom.addKfAccount(SANDBOX.openKfId);

@@ -83,6 +83,7 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
     bots: [{ name: "helper", botId: SANDBOX.botId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey }],
     callbackTimeoutMs: 2000,
     retryIntervalMs: 200,
+    timers: "realtime", // WeCom polls bot streams and reports refused KF deliveries by itself
   });
   wecom.addKfAccount(SANDBOX.openKfId, "售后客服");
   const port = options.port ?? (await portOr(8080));

@@ -6,67 +6,18 @@
  * @module
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { utf8Length } from "../wecom/fields.js";
-import { KF_TEXT_MAX_BYTES } from "../wecom/kf/encode.js";
+import { utf8Length } from "../../wecom/fields.js";
+import { type KfErrcodes, SimApiError, objectField, requireString } from "./errors.js";
+import { WECOM_RULES } from "./rules.js";
 
-/** A WeCom API error: the errcode to answer and a short English errmsg head. */
-export class SimApiError extends Error {
-  /** The errcode answered. */
-  readonly errcode: number;
-  /**
-   * @param errcode WeCom errcode
-   * @param message errmsg head (the simulator appends hint, from ip and the more-info link)
-   */
-  constructor(errcode: number, message: string) {
-    super(message);
-    this.name = "SimApiError";
-    this.errcode = errcode;
-  }
-}
-
-/** Errcodes whose value the sources do not settle; configurable, with these defaults. */
-export interface KfErrcodes {
-  /** kf/send_msg or send_msg_on_event with a msgid already used on that account. Default 40058 (invalid parameter). */
-  duplicateMsgId: number;
-  /** send_msg_on_event with a code that already sent its message. Default 42022 ("code已经被使用过。只能使用一次"). */
-  codeUsed: number;
-  /** send_msg_on_event with an unknown or expired code. Default 41050 ("无效的欢迎语code"). */
-  codeInvalid: number;
-  /** sync_msg with a cursor that is malformed or belongs to another account. Default 40058. */
-  invalidCursor: number;
-  /** kf/send_msg more than 48 h after the customer's last message (or before any). Default 95002 ("发送客服消息时间限制"). */
-  windowClosed: number;
-}
-
-/** The defaults of {@link KfErrcodes}. */
-export const DEFAULT_KF_ERRCODES: KfErrcodes = {
-  duplicateMsgId: 40058,
-  codeUsed: 42022,
-  codeInvalid: 41050,
-  invalidCursor: 40058,
-  windowClosed: 95002,
-};
-
-/** Milliseconds in an hour. */
-const HOUR = 3600_000;
 /** sync_msg serves the last 3 days only. */
-export const KF_READABLE_MS = 72 * HOUR;
-/** The kf_msg_or_event Token is valid 10 minutes. */
-export const KF_CALLBACK_TOKEN_MS = 10 * 60_000;
-/** After a customer message the company may send for 48 hours… */
-export const KF_SEND_WINDOW_MS = 48 * HOUR;
-/** …at most this many messages. */
-export const KF_SEND_PER_CUSTOMER_MESSAGE = 5;
+export const KF_READABLE_MS = WECOM_RULES.kf.readableMs;
 /** sync_msg limit: default and maximum. */
-export const KF_SYNC_LIMIT_MAX = 1000;
-/** Byte limits of sync_msg's cursor and token parameters. */
-export const KF_CURSOR_MAX_BYTES = 64;
+export const KF_SYNC_LIMIT_MAX = WECOM_RULES.kf.syncLimitMax;
+/** Byte limit of sync_msg's cursor parameter. */
+export const KF_CURSOR_MAX_BYTES = WECOM_RULES.kf.cursorMaxBytes;
 /** Byte limit of sync_msg's token parameter. */
-export const KF_TOKEN_MAX_BYTES = 128;
-/** A msgmenu carries at most 10 items (errcode 95008 beyond). */
-export const KF_MENU_MAX_ITEMS = 10;
-
-const MSGID = /^[0-9a-zA-Z_-]{1,32}$/;
+export const KF_TOKEN_MAX_BYTES = WECOM_RULES.kf.tokenMaxBytes;
 
 /** msgtypes kf/send_msg accepts. */
 export const KF_SEND_MSGTYPES = new Set(["text", "image", "voice", "video", "file", "link", "miniprogram", "msgmenu", "location", "ca_link"]);
@@ -95,6 +46,8 @@ export interface KfSession {
   serviceState: number;
   /** The servicer handling the session (state 3). */
   servicerUserId?: string;
+  /** Set while the customer's side refuses deliveries: each accepted send_msg is followed by msg_send_fail. */
+  rejecting?: { failType: number; delayMs: number };
 }
 
 /** A code of send_msg_on_event. */
@@ -107,6 +60,11 @@ export interface KfCode {
   used: boolean;
   /** msgtypes allowed with it. */
   msgtypes: readonly string[];
+  /**
+   * The session it belongs to and the service_state that produced it: the code works only while the
+   * session is still in that state (every code but enter_session's welcome_code).
+   */
+  session?: { externalUserId: string; state: number };
 }
 
 /** A sync_msg page. */
@@ -123,6 +81,8 @@ interface Account {
   name: string;
   emptyPages: number;
   msgIds: Set<string>;
+  /** Servicers (接待人员) of the account: userid → on duty ("正在接待"). */
+  servicers: Map<string, boolean>;
 }
 
 /** The scope of a cursor: an account, or every account when sync_msg has no open_kfid. */
@@ -142,7 +102,7 @@ export class KfStore {
   addAccount(openKfId: string, name: string): void {
     const a = this.#accounts.get(openKfId);
     if (a !== undefined) a.name = name;
-    else this.#accounts.set(openKfId, { name, emptyPages: 0, msgIds: new Set() });
+    else this.#accounts.set(openKfId, { name, emptyPages: 0, msgIds: new Set(), servicers: new Map() });
   }
 
   /** True when the account exists. */
@@ -185,7 +145,8 @@ export class KfStore {
     const key = `${openKfId}\u0000${externalUserId}`;
     let s = this.#sessions.get(key);
     if (s === undefined) {
-      s = { sentSinceCustomer: 0, serviceState: 0 };
+      // before the customer's first message the session is "ended or not started" (4)
+      s = { sentSinceCustomer: 0, serviceState: WECOM_RULES.kf.initialState };
       this.#sessions.set(key, s);
     }
     return s;
@@ -216,7 +177,7 @@ export class KfStore {
 
   /** Issue a kf_msg_or_event Token valid 10 minutes from `nowMs`. */
   addCallbackToken(token: string, nowMs: number): void {
-    this.#tokens.set(token, nowMs + KF_CALLBACK_TOKEN_MS);
+    this.#tokens.set(token, nowMs + WECOM_RULES.kf.callbackTokenMs);
     if (this.#tokens.size > 10_000) {
       for (const [t, exp] of this.#tokens) if (exp < nowMs) this.#tokens.delete(t);
     }
@@ -295,7 +256,7 @@ export class KfStore {
   /** Check a msgid (format, and unused on the account); undefined msgid is fine. */
   checkMsgId(openKfId: string, msgid: unknown, errcodes: KfErrcodes): string | undefined {
     if (msgid === undefined || msgid === null || msgid === "") return undefined;
-    if (typeof msgid !== "string" || !MSGID.test(msgid)) throw new SimApiError(40058, "invalid msgid, must be 1 to 32 bytes of [0-9a-zA-Z_-]");
+    if (typeof msgid !== "string" || !WECOM_RULES.kf.msgidPattern.test(msgid)) throw new SimApiError(40058, "invalid msgid, must be 1 to 32 bytes of [0-9a-zA-Z_-]");
     if (this.#account(openKfId).msgIds.has(msgid)) throw new SimApiError(errcodes.duplicateMsgId, "msgid duplicated");
     return msgid;
   }
@@ -312,10 +273,10 @@ export class KfStore {
   checkCanSend(openKfId: string, externalUserId: string, nowMs: number, errcodes: KfErrcodes): KfSession {
     const s = this.session(openKfId, externalUserId);
     if (s.serviceState !== 0 && s.serviceState !== 1) throw new SimApiError(95018, "send msg session status invalid");
-    if (s.lastCustomerAt === undefined || nowMs - s.lastCustomerAt > KF_SEND_WINDOW_MS) {
+    if (s.lastCustomerAt === undefined || nowMs - s.lastCustomerAt > WECOM_RULES.kf.sendWindowMs) {
       throw new SimApiError(errcodes.windowClosed, "send msg time limit, the customer has not written within 48 hours");
     }
-    if (s.sentSinceCustomer >= KF_SEND_PER_CUSTOMER_MESSAGE) throw new SimApiError(95001, "send msg count limit");
+    if (s.sentSinceCustomer >= WECOM_RULES.kf.messagesPerCustomerMessage) throw new SimApiError(95001, "send msg count limit");
     return s;
   }
 
@@ -328,35 +289,37 @@ export class KfStore {
     if (c === undefined || nowMs > c.expiresAt) throw new SimApiError(errcodes.codeInvalid, "invalid code, expired or unknown");
     if (c.used) throw new SimApiError(errcodes.codeUsed, "code has been used");
     if (!c.msgtypes.includes(msgtype)) throw new SimApiError(40008, `invalid message type ${msgtype} for this code`);
+    if (c.session !== undefined && this.session(c.openKfId, c.session.externalUserId).serviceState !== c.session.state) {
+      throw new SimApiError(errcodes.codeStateMismatch, "send msg session status invalid, the session left the state of this code");
+    }
     return c;
   }
-}
 
-/** A non-empty string field, else a 40058 error naming it. */
-export function requireString(body: Record<string, unknown>, key: string): string {
-  const v = body[key];
-  if (typeof v !== "string" || v === "") throw new SimApiError(40058, `invalid Request Parameter, ${key} is required`);
-  return v;
-}
+  // --- servicers -------------------------------------------------------------------------
 
-function objectField(body: Record<string, unknown>, key: string): Record<string, unknown> {
-  const v = body[key];
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new SimApiError(40058, `invalid Request Parameter, ${key} is required`);
-  return v as Record<string, unknown>;
+  /** Add a servicer (接待人员) to an account, on duty unless said otherwise. */
+  setServicer(openKfId: string, userId: string, onDuty: boolean): void {
+    this.#account(openKfId).servicers.set(userId, onDuty);
+  }
+
+  /** True when the user is a servicer of the account and on duty ("正在接待"). */
+  servicerOnDuty(openKfId: string, userId: string): boolean {
+    return this.#account(openKfId).servicers.get(userId) === true;
+  }
 }
 
 /**
  * Validate the message body of kf/send_msg or send_msg_on_event the way WeCom does: text
- * non-empty (44004) and ≤ 2048 bytes (45002), media ids known (40007), menus ≤ 10 items (95008) of
+ * non-empty (44004) and ≤ 2048 bytes (`textTooLong`, 45002), media ids known (40007), menus ≤ 10 items (95008) of
  * known types (95009), location in range.
  */
-export function checkKfMessageBody(body: Record<string, unknown>, msgtype: string, mediaExists: (id: string) => boolean): void {
+export function checkKfMessageBody(body: Record<string, unknown>, msgtype: string, mediaExists: (id: string) => boolean, errcodes: KfErrcodes): void {
   const content = objectField(body, msgtype);
   switch (msgtype) {
     case "text": {
       const text = content.content;
       if (typeof text !== "string" || text === "") throw new SimApiError(44004, "empty content");
-      if (utf8Length(text) > KF_TEXT_MAX_BYTES) throw new SimApiError(45002, `content size out of limit, ${utf8Length(text)} bytes > ${KF_TEXT_MAX_BYTES}`);
+      if (utf8Length(text) > WECOM_RULES.kf.textMaxBytes) throw new SimApiError(errcodes.textTooLong, `content size out of limit, ${utf8Length(text)} bytes > ${WECOM_RULES.kf.textMaxBytes}`);
       return;
     }
     case "link": {
@@ -377,7 +340,7 @@ export function checkKfMessageBody(body: Record<string, unknown>, msgtype: strin
       const list = content.list;
       if (list !== undefined && !Array.isArray(list)) throw new SimApiError(40058, "invalid Request Parameter, msgmenu.list must be an array");
       const items = (list ?? []) as unknown[];
-      if (items.length > KF_MENU_MAX_ITEMS) throw new SimApiError(95008, `menu item count out of limit, ${items.length} > ${KF_MENU_MAX_ITEMS}`);
+      if (items.length > WECOM_RULES.kf.menuMaxItems) throw new SimApiError(95008, `menu item count out of limit, ${items.length} > ${WECOM_RULES.kf.menuMaxItems}`);
       for (const it of items) {
         const type = typeof it === "object" && it !== null ? (it as Record<string, unknown>).type : undefined;
         if (typeof type !== "string" || !MENU_ITEM_TYPES.has(type)) throw new SimApiError(95009, "invalid menu item type");
