@@ -15,6 +15,7 @@ export * from "./wecom/xml.js";
 export * from "./wecom/envelope.js";
 export * from "./wecom/errcodes.js";
 export { splitUtf8 } from "./wecom/text-split.js";
+export * from "./wecom/address.js";
 export * from "./wecom/app/index.js";
 export * from "./wecom/kf/index.js";
 export * from "./wecom/bot/index.js";
