@@ -254,7 +254,8 @@ export interface Store {
   /**
    * Remove at most about `limit` rows of each kind that are past their cutoff, in one short
    * transaction. Pending, in-flight and dead outbox entries (and their messages and media) stay.
-   * Call again while it removes anything.
+   * Call again while it removes anything. A call bounds its walk past rows that stay, so one that
+   * removed nothing may still leave older rows for the next run, which resumes where it stopped.
    */
   pruneBatch(cutoffs: PruneCutoffs, limit: number): Promise<PruneResult>;
   /**
