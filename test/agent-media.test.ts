@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AgentMediaError, type AgentMediaOptions, fetchAgentMedia, isPublicAddress, parseAllowHosts, type ResolvedAddress } from "../src/clients/agent-media.js";
+import { failureOf, within } from "./helpers.js";
 
 interface TestServer {
   url: string;
@@ -81,23 +82,8 @@ function opts(extra: Partial<AgentMediaOptions> = {}): AgentMediaOptions {
   return { allowHosts: [], maxBytes: 1024 * 1024, timeoutMs: 3000, destDir: dir, ...extra };
 }
 
-async function failure(p: Promise<unknown>): Promise<AgentMediaError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(AgentMediaError);
-    return e as AgentMediaError;
-  }
-  throw new Error("expected a failure");
-}
+const failure = (p: Promise<unknown>) => failureOf(p, AgentMediaError);
 
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
 
 /** A port nobody listens on (bound, then released). */
 async function closedPort(): Promise<number> {

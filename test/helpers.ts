@@ -26,3 +26,23 @@ export function fixtureNames(channel: string, prefix = ""): string[] {
 
 /** The crypto vectors. */
 export const vectors = JSON.parse(readFileSync(`${FIXTURES}crypto/vectors.json`, "utf8"));
+
+/** The error `p` rejects with, checked to be an instance of `type`; fails when `p` resolves. */
+export async function failureOf<E>(p: Promise<unknown>, type: new (...args: never[]) => E): Promise<E> {
+  try {
+    await p;
+  } catch (e) {
+    if (!(e instanceof type)) throw new Error(`expected a ${type.name}, got ${String(e)}`);
+    return e;
+  }
+  throw new Error("expected a failure");
+}
+
+/** `p`, or a failure naming `what` when it has not settled within `ms` (a deadline, not a sleep). */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}

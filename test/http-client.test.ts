@@ -9,6 +9,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpClientError } from "../src/clients/http.js";
+import { failureOf, within } from "./helpers.js";
 
 interface TestServer {
   url: string;
@@ -72,24 +73,8 @@ function client(options: ConstructorParameters<typeof HttpClient>[0]): HttpClien
 }
 
 /** The error a promise rejects with (failing the test when it resolves). */
-async function failure(p: Promise<unknown>): Promise<HttpClientError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(HttpClientError);
-    return e as HttpClientError;
-  }
-  throw new Error("expected a failure");
-}
+const failure = (p: Promise<unknown>) => failureOf(p, HttpClientError);
 
-/** `p`, or a failure naming `what` when it has not settled within `ms` (a deadline, not a sleep). */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
-}
 
 async function readAll(body: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
