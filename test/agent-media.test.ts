@@ -7,24 +7,15 @@
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AgentMediaError, type AgentMediaOptions, fetchAgentMedia, isPublicAddress, parseAllowHosts, type ResolvedAddress } from "../src/clients/agent-media.js";
 import { failureOf, within } from "./helpers.js";
+import { closeTestServers, serve } from "./test-server.js";
 
-interface TestServer {
-  url: string;
-  port: number;
-  connections: () => number;
-  requests: () => number;
-  /** Resolves when a socket of this server closes next. */
-  nextClose: () => Promise<void>;
-}
-
-const servers: Server[] = [];
 let dir = "";
 
 beforeEach(() => {
@@ -33,38 +24,8 @@ beforeEach(() => {
 
 afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
-  await Promise.all(
-    servers.splice(0).map((s) => {
-      s.closeAllConnections();
-      return new Promise<void>((resolve) => s.close(() => resolve()));
-    }),
-  );
+  await closeTestServers();
 });
-
-async function serve(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<TestServer> {
-  let connections = 0;
-  let requests = 0;
-  const closeWaiters: Array<() => void> = [];
-  const server = createServer((req, res) => {
-    requests++;
-    handler(req, res);
-  });
-  server.on("connection", (socket: Socket) => {
-    connections++;
-    socket.on("close", () => closeWaiters.shift()?.());
-  });
-  servers.push(server);
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    connections: () => connections,
-    requests: () => requests,
-    nextClose: () => new Promise<void>((resolve) => closeWaiters.push(resolve)),
-  };
-}
 
 /** An injected DNS: fixed answers per name, counting calls; unknown names fail as NXDOMAIN. */
 function fakeDns(table: Record<string, string[]>) {
@@ -83,7 +44,6 @@ function opts(extra: Partial<AgentMediaOptions> = {}): AgentMediaOptions {
 }
 
 const failure = (p: Promise<unknown>) => failureOf(p, AgentMediaError);
-
 
 /** A port nobody listens on (bound, then released). */
 async function closedPort(): Promise<number> {

@@ -4,67 +4,20 @@
  * string and credentials never in an error, the retry of an idempotent request on a stale socket.
  */
 import { once } from "node:events";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { DEFAULT_MAX_RESPONSE_BYTES, HttpClient, HttpClientError } from "../src/clients/http.js";
 import { failureOf, within } from "./helpers.js";
+import { closeTestServers, serve } from "./test-server.js";
 
-interface TestServer {
-  url: string;
-  port: number;
-  /** Connections accepted so far. */
-  connections: () => number;
-  /** Requests received so far. */
-  requests: () => number;
-  /** The next socket to close, server side. */
-  nextClose: () => Promise<void>;
-  server: Server;
-}
-
-const servers: Server[] = [];
 const clients: HttpClient[] = [];
 
 afterEach(async () => {
   for (const c of clients.splice(0)) c.close();
-  await Promise.all(
-    servers.splice(0).map((s) => {
-      s.closeAllConnections();
-      return new Promise<void>((resolve) => s.close(() => resolve()));
-    }),
-  );
+  await closeTestServers();
 });
-
-/** A loopback server counting its connections and requests. */
-async function serve(handler: (req: IncomingMessage, res: ServerResponse, socketRequests: number) => void): Promise<TestServer> {
-  let connections = 0;
-  let requests = 0;
-  const perSocket = new WeakMap<Socket, number>();
-  const closeWaiters: Array<() => void> = [];
-  const server = createServer((req, res) => {
-    requests++;
-    const n = (perSocket.get(req.socket) ?? 0) + 1;
-    perSocket.set(req.socket, n);
-    handler(req, res, n);
-  });
-  server.on("connection", (socket: Socket) => {
-    connections++;
-    socket.on("close", () => closeWaiters.shift()?.());
-  });
-  servers.push(server);
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    connections: () => connections,
-    requests: () => requests,
-    nextClose: () => new Promise<void>((resolve) => closeWaiters.push(resolve)),
-    server,
-  };
-}
 
 function client(options: ConstructorParameters<typeof HttpClient>[0]): HttpClient {
   const c = new HttpClient(options);
@@ -74,7 +27,6 @@ function client(options: ConstructorParameters<typeof HttpClient>[0]): HttpClien
 
 /** The error a promise rejects with (failing the test when it resolves). */
 const failure = (p: Promise<unknown>) => failureOf(p, HttpClientError);
-
 
 async function readAll(body: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
