@@ -55,16 +55,31 @@ const appSchema = z.strictObject({
   kf: z.boolean().default(false),
 });
 
+/** Default of `wecom.bots[].placeholder`. */
+export const DEFAULT_BOT_PLACEHOLDER = "正在为您转接人工客服…";
+/** Default of `wecom.bots[].timeoutText`. */
+export const DEFAULT_BOT_TIMEOUT_TEXT = "人工客服正在处理，稍后回复您";
+
+const addressOrCidr = z.string().refine(isAddressOrCidr, { message: "must be an IPv4/IPv6 address or CIDR" });
+
 const botSchema = z.strictObject({
   name,
   botId: z.string().min(1),
   token: z.string().min(1),
   encodingAESKey: aesKey,
-  /** Text of the first streamed answer while the agent types; empty by default. */
-  placeholder: z.string().max(20480).default(""),
+  /** What the stream shows until an agent answers (an empty bubble is a defect). */
+  placeholder: z.string().min(1).max(2000).default(DEFAULT_BOT_PLACEHOLDER),
+  /** The stream finishes this long after the last agent message, seconds. */
+  streamIdleSec: z.number().int().min(1).max(330).default(15),
+  /** The stream finishes at the latest this long after the user's message, seconds (WeCom stops polling at 360). */
+  streamMaxSec: z.number().int().min(5).max(350).default(330),
+  /** What a stream finishes with when no agent answered in time. */
+  timeoutText: z.string().min(1).max(2000).default(DEFAULT_BOT_TIMEOUT_TEXT),
 });
 
 const retentionDays = z.number().positive();
+
+
 
 /** True for an IPv4 or IPv6 address, optionally with a `/prefix`. */
 export function isAddressOrCidr(s: string): boolean {
@@ -111,7 +126,25 @@ export const configSchema = z.strictObject({
     /** Secret of the 全媒体 → APP direction when it differs (one vendor build). */
     replySecret: z.string().min(1).optional(),
     pathPrefix: z.string().regex(/^\/[A-Za-z0-9_\-/]*$/, 'must start with "/"').default("/qmtapi"),
+    /** Addresses or CIDRs that may call the staffService endpoint; empty: any. */
+    allowIps: z.array(addressOrCidr).default([]),
+    /** Accepted clock difference of a request's timestamp, seconds. */
+    timestampWindowSec: z.number().int().min(1).max(86_400).default(300),
+    /** Without Tag.msgid, the same (ToUserId, ServiceId, MsgType, Content) within this many seconds is a retry. */
+    dedupWindowSec: z.number().int().min(0).max(86_400).default(60),
+    /** Non-public hosts agents' media may be fetched from, besides the host of baseUrl (names, host:port, addresses, CIDRs). */
+    mediaHosts: z.array(z.string().min(1)).default([]),
   }),
+  handoff: z
+    .strictObject({
+      /** A customer message equal to one of these (after trimming) asks for a human agent. */
+      keywords: z.array(z.string().min(1)).default([]),
+      /** A KF menu click with this id asks for a human agent. */
+      menuId: z.string().min(1).optional(),
+      /** A WeCom servicer's userid: sessions that ask for a human go to that servicer (state 3) instead. */
+      toWeComServicer: z.string().min(1).optional(),
+    })
+    .default({ keywords: [] }),
   kf: z
     .strictObject({
       /** Deliver the 3 days of history a first pull without cursor returns (default: skip it). */
@@ -122,8 +155,14 @@ export const configSchema = z.strictObject({
       pageSize: z.number().int().min(1).max(1000).default(1000),
       /** Pull every known account this often, seconds, in case a callback was lost; 0 disables. */
       pollIntervalSec: z.number().int().min(0).default(300),
+      /** Move new sessions to state 1 (smart assistant) so that the API keeps the right to send. */
+      claimSessions: z.boolean().default(true),
+      /** Sent with enter_session's welcome_code (send_msg_on_event); none by default. */
+      welcomeText: z.string().min(1).max(1000).optional(),
+      /** Sent with the msg_code of a session that ended; none by default. */
+      closingText: z.string().min(1).max(1000).optional(),
     })
-    .default({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000, pollIntervalSec: 300 }),
+    .default({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000, pollIntervalSec: 300, claimSessions: true }),
   delivery: z
     .strictObject({
       maxAttempts: z.number().int().min(1).default(12),
@@ -150,7 +189,7 @@ export const configSchema = z.strictObject({
     })
     .default({ bodyBytes: 256 * 1024, mediaBytes: 20 * 1024 * 1024, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, maxConnections: 10_000 }),
   /** Addresses or CIDRs of the reverse proxies whose X-Forwarded-For is believed; empty: none. */
-  trustProxy: z.array(z.string().refine(isAddressOrCidr, { message: "must be an IPv4/IPv6 address or CIDR" })).default([]),
+  trustProxy: z.array(addressOrCidr).default([]),
   retention: z
     .strictObject({
       /** Days messages and finished outbox entries are kept: a number, or per channel with a `default`. */

@@ -42,9 +42,9 @@ describe("config", () => {
     expect(c.omni.baseUrl).toBe("http://127.0.0.1:9000");
     expect(c.wecom.apps[0]?.kf).toBe(true);
     expect(c.delivery).toEqual({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300000, concurrency: 8, timeoutMs: 10000, mediaDeadlineSec: 600 });
-    expect(c.kf).toEqual({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000, pollIntervalSec: 300 });
+    expect(c.kf).toEqual({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000, pollIntervalSec: 300, claimSessions: true });
     expect(c.wecom.callbackWindowSec).toBe(300);
-    expect(c.wecom.bots[0]?.placeholder).toBe("");
+    expect(c.wecom.bots[0]).toMatchObject({ placeholder: "正在为您转接人工客服…", streamIdleSec: 15, streamMaxSec: 330, timeoutText: "人工客服正在处理，稍后回复您" });
   });
 
   it("reports one line per wrong field, without echoing secrets", () => {

@@ -87,7 +87,7 @@ async function harness(options: Partial<KfPullerOptions> = {}): Promise<Harness>
     firstPullGraceSec: 60,
     log: createLogger({ level: "debug", write: (l) => lines.push(JSON.parse(l)) }),
     metrics,
-    onStored: (m) => stored.push(...m),
+    onStored: (m) => void stored.push(...m),
     ...options,
   });
   const h: Harness = {

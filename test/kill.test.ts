@@ -99,3 +99,62 @@ describe("SIGKILL in the middle of a pull", () => {
     expect(got.length).toBeGreaterThanOrEqual(total + 1);
   }, 60_000);
 });
+
+describe("SIGKILL between WeCom's work and its answer (outbound)", () => {
+  /** A gateway child with a customer who wrote on KF and a member who wrote on the app. */
+  async function setup(): Promise<{ file: string; url: string; kfAddress: string; appAddress: string }> {
+    stack = await startStack({ noGateway: true });
+    const dir = mkdtempSync(join(tmpdir(), "wb-kill-out-"));
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const raw = stackConfig(dir, port, stack.wecom.url, stack.omni.url);
+    const file = join(dir, "config.json");
+    writeFileSync(file, JSON.stringify(raw));
+    stack.wecom.setCallbackUrl("app", "support", `${url}/wecom/app/support`);
+    stack.omni.setAppUrl(url, "/qmtapi");
+    await serve(file);
+    await stack.wecom.kfCustomerSends(KFID, "wmKill", { msgtype: "text", text: { content: "在吗" } });
+    await stack.wecom.appUserSendsText(1000002, "zhangsan", "你好");
+    const got = await stack.omni.waitFor(2, 10_000);
+    const addresses = got.map((r) => r.body.FromUserId);
+    return { file, url, kfAddress: addresses.find((a) => a.startsWith("kf:")) as string, appAddress: addresses.find((a) => a.startsWith("app:")) as string };
+  }
+
+  it("a KF message is neither lost nor doubled at WeCom (the same msgid on the retry)", async () => {
+    const { file, kfAddress } = await setup();
+    const s = stack as Stack;
+    s.wecom.setDelay("kf/send_msg", 10_000, "after");
+    const text = `${"甲".repeat(682)}${"乙".repeat(10)}`; // two parts
+    expect((await s.omni.sendAgentReply({ ToUserId: kfAddress, MsgType: "text", Content: text })).reply).toMatchObject({ errcode: 0 });
+    await eventually(() => s.wecom.sent.some((x) => x.api === "kf/send_msg"), 10_000, "WeCom took the first part");
+    children[0]?.kill("SIGKILL");
+    await new Promise((r) => children[0]?.once("exit", r));
+    s.wecom.setDelay("kf/send_msg", 0, "after");
+    await serve(file);
+    const sends = await eventually(() => {
+      const list = s.wecom.sent.filter((x) => x.api === "kf/send_msg");
+      return list.length >= 2 ? list : undefined;
+    }, 15_000, "both parts");
+    expect(sends.map((x) => (x.body.text as { content: string }).content).join("")).toBe(text);
+    expect(new Set(sends.map((x) => x.msgid)).size).toBe(2);
+    expect(s.wecom.kfSession(KFID, "wmKill")?.sentSinceCustomer).toBe(2);
+  }, 60_000);
+
+  it("an app message is neither lost nor doubled for the member (WeCom's duplicate check)", async () => {
+    const { file, appAddress } = await setup();
+    const s = stack as Stack;
+    s.wecom.setDelay("message/send", 10_000, "after");
+    expect((await s.omni.sendAgentReply({ ToUserId: appAddress, MsgType: "text", Content: "工单已处理" })).reply).toMatchObject({ errcode: 0 });
+    await eventually(() => s.wecom.sent.some((x) => x.api === "message/send"), 10_000, "WeCom took the message");
+    children[0]?.kill("SIGKILL");
+    await new Promise((r) => children[0]?.once("exit", r));
+    s.wecom.setDelay("message/send", 0, "after");
+    await serve(file);
+    const sends = await eventually(() => {
+      const list = s.wecom.sent.filter((x) => x.api === "message/send");
+      return list.length >= 2 ? list : undefined;
+    }, 15_000, "the resend after the restart");
+    expect(sends.filter((x) => x.delivered)).toHaveLength(1);
+    expect(sends[1]?.dropped).toBe("duplicate");
+  }, 60_000);
+});

@@ -111,7 +111,7 @@ describe("retention", () => {
     await eventually(async () => (await admin(s, "/admin/messages?channel=app")).items.length === 4);
 
     // nothing is old yet: a run now removes nothing
-    expect(await prunerAt(s, 0).run()).toEqual({ messages: 0, outbox: 0, ledger: 0, archive: 0, media: 0 });
+    expect(await prunerAt(s, 0).run()).toEqual({ messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: 0 });
 
     // 31 days on, with a year for the archive
     const r = await prunerAt(s, 31, { days: { archive: 365, default: 30 } }).run();

@@ -52,6 +52,8 @@ export interface StackOptions {
   noGateway?: boolean;
   /** The gateway's logger (default: silent). */
   log?: Logger;
+  /** The gateway's clock (default: Date.now). */
+  now?: () => number;
 }
 
 /** The raw config of a stack, pointing at the simulators. */
@@ -94,6 +96,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   wecom.setCallbackUrl("app", "support", `${url}/wecom/app/support`);
   wecom.setCallbackUrl("bot", "helper", `${url}/wecom/bot/helper`);
   omni.setAppUrl(url, "/qmtapi");
+  const gatewayOptions = { log: options.log ?? silentLogger, ...(options.now ? { now: options.now } : {}) };
   const stack: Stack = {
     wecom,
     omni,
@@ -102,7 +105,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     gw: undefined as unknown as RunningGateway,
     async restart() {
       await stack.gw.stop();
-      stack.gw = await runGateway(config, { log: options.log ?? silentLogger });
+      stack.gw = await runGateway(config, gatewayOptions);
     },
     async stop() {
       await stack.gw?.stop();
@@ -110,7 +113,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await omni.close();
     },
   };
-  if (!options.noGateway) stack.gw = await runGateway(config, { log: options.log ?? silentLogger });
+  if (!options.noGateway) stack.gw = await runGateway(config, gatewayOptions);
   return stack;
 }
 

@@ -57,7 +57,7 @@ export function everyChannel(t: number): Record<Channel, number> {
 
 /** Cutoffs that remove everything older than `t` (every kind). */
 export function cutoffsAt(t: number): PruneCutoffs {
-  return { messagesBefore: everyChannel(t), ledgerBefore: everyChannel(t), archiveBefore: t, mediaBefore: t, outboxBefore: t };
+  return { messagesBefore: everyChannel(t), ledgerBefore: everyChannel(t), archiveBefore: t, mediaBefore: t, outboxBefore: t, stateBefore: t };
 }
 
 /** Cutoffs that remove nothing (everything is newer than the epoch). */
@@ -67,7 +67,7 @@ export function nothing(): PruneCutoffs {
 
 /** What the store keeps incrementally, recomputed from the rows themselves. */
 export function oracle(s: SqliteStore): { counts: Record<OutboxState, number>; conversations: ConversationSummary[] } {
-  const counts: Record<OutboxState, number> = { pending: 0, inflight: 0, done: 0, dead: 0 };
+  const counts: Record<OutboxState, number> = { pending: 0, inflight: 0, done: 0, dead: 0, refused: 0 };
   for (const r of s.db.prepare("SELECT state, count(*) AS n FROM outbox GROUP BY state").all() as { state: OutboxState; n: number }[]) counts[r.state] = r.n;
   const conversations = s.db
     .prepare(

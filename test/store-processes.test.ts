@@ -48,7 +48,7 @@ describe("another process erases, purges and replays while the gateway serves", 
 
     await owner.ingest([textItem("a4", "A"), textItem("a5", "A")]);
     expect(await drain(owner, Date.now() + 1)).toEqual(["a4", "a5"]);
-    expect(await owner.outboxCounts()).toEqual({ pending: 0, inflight: 0, done: 3, dead: 0 });
+    expect(await owner.outboxCounts()).toEqual({ pending: 0, inflight: 0, done: 3, dead: 0, refused: 0 });
     await expectMatchesOracle(owner);
     await expectMatchesOracle(tool);
   });
@@ -98,7 +98,7 @@ describe("another process erases, purges and replays while the gateway serves", 
     expect((await owner.pruneBatch(cutoffsAt(Date.now() + 1), 100)).messages).toBe(4);
     await both();
     expect(await owner.listConversations({ limit: 10 })).toEqual([]);
-    expect(await tool.outboxCounts()).toEqual({ pending: 0, inflight: 0, done: 0, dead: 0 });
+    expect(await tool.outboxCounts()).toEqual({ pending: 0, inflight: 0, done: 0, dead: 0, refused: 0 });
   });
 
   it("a store opened after another process changed everything reads the same", async () => {

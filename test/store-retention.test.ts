@@ -55,14 +55,14 @@ describe("pruneBatch", () => {
     await deliverAll(s, T0 + 10 * DAY);
 
     const r = await s.pruneBatch({ ...nothing(), messagesBefore: everyChannel(T0 + 5 * DAY) }, 100);
-    expect(r).toEqual({ messages: 3, outbox: 3, ledger: 0, archive: 0, media: [] });
+    expect(r).toEqual({ messages: 3, outbox: 3, ledger: 0, archive: 0, state: 0, media: [] });
     expect(await keys(s)).toEqual(["new1"]);
-    expect(await s.outboxCounts()).toEqual({ pending: 0, inflight: 0, done: 1, dead: 0 });
+    expect(await s.outboxCounts()).toEqual({ pending: 0, inflight: 0, done: 1, dead: 0, refused: 0 });
     expect(await s.listConversations({ limit: 10 })).toMatchObject([{ conversationId: "A", messages: 1 }]);
     await expectMatchesOracle(s);
     // the keys stay until their own cutoff: a retry of an old item is still recognised
     expect((await s.ingest([textItem("old1", "A")]))[0]?.stored).toBe(false);
-    expect(await s.pruneBatch({ ...nothing(), messagesBefore: everyChannel(T0 + 5 * DAY) }, 100)).toEqual({ messages: 0, outbox: 0, ledger: 0, archive: 0, media: [] });
+    expect(await s.pruneBatch({ ...nothing(), messagesBefore: everyChannel(T0 + 5 * DAY) }, 100)).toEqual({ messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: [] });
   });
 
   it("keeps messages whose entries are pending, in flight or dead, with those entries", async () => {
@@ -79,7 +79,7 @@ describe("pruneBatch", () => {
     const r = await s.pruneBatch({ ...nothing(), messagesBefore: everyChannel(T0 + 20 * DAY), outboxBefore: T0 + 20 * DAY }, 100);
     expect(r).toMatchObject({ messages: 1, outbox: 1 });
     expect(await keys(s)).toEqual(["dead", "inflight", "retry"]);
-    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 1, done: 0, dead: 1 });
+    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 1, done: 0, dead: 1, refused: 0 });
     expect((await s.listOutbox(["dead"], { limit: 10 })).map((e) => e.id)).toEqual([entry(1).id]);
     await expectMatchesOracle(s);
   });
@@ -235,7 +235,7 @@ describe("eraseConversation", () => {
     await s.putMedia({ tenant: TENANT, id: mediaId(x2, 0), messageSeq: x2, contentType: "image/jpeg", fileName: "a.jpg", size: 3, createdAt: T0 });
     await s.finishOutbox((await claimOmni(s, T0)).get(x2)?.id as number, { state: "dead", error: "omni: 400" }, T0);
     await seqOf(s, textItem("y1", "Y"));
-    expect(await s.outboxCounts()).toEqual({ pending: 2, inflight: 0, done: 2, dead: 1 });
+    expect(await s.outboxCounts()).toEqual({ pending: 2, inflight: 0, done: 2, dead: 1, refused: 0 });
 
     const r = await s.eraseConversation("X");
     expect(r).toMatchObject({ messages: 3, outbox: 4, ledger: 0, archive: 0 });
@@ -243,7 +243,7 @@ describe("eraseConversation", () => {
     expect(await keys(s)).toEqual(["y1"]);
     expect(await s.listMessages({ conversationId: "X" }, { limit: 10 })).toEqual([]);
     expect(await s.getMedia(TENANT, mediaId(x2, 0))).toBeUndefined();
-    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 0, done: 0, dead: 0 });
+    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 0, done: 0, dead: 0, refused: 0 });
     expect((await s.listConversations({ limit: 10 })).map((c) => c.conversationId)).toEqual(["Y"]);
     await expectMatchesOracle(s);
 
@@ -252,7 +252,7 @@ describe("eraseConversation", () => {
     const again = await s.ingest([textItem("x1", "X"), imageItem("x2", "X")]);
     expect(again.map((a) => a.stored)).toEqual([false, false]);
     expect(await keys(s)).toEqual(["y1"]);
-    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 0, done: 0, dead: 0 });
+    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 0, done: 0, dead: 0, refused: 0 });
     expect(await s.listConversations({ limit: 10 })).toHaveLength(1);
     // and they go with the others once past the ledger's cutoff
     vi.setSystemTime(T0 + 10 * DAY);
@@ -283,7 +283,7 @@ describe("eraseConversation", () => {
   it("erases nothing for an unknown conversation", async () => {
     const s = await openStore();
     await s.ingest([textItem("a", "X")]);
-    expect(await s.eraseConversation("nope")).toEqual({ messages: 0, outbox: 0, ledger: 0, archive: 0, media: [] });
+    expect(await s.eraseConversation("nope")).toEqual({ messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: [] });
     expect(await keys(s)).toEqual(["a"]);
   });
 });
@@ -302,9 +302,9 @@ describe("purgeDead", () => {
     await withDead(s, 1, T0 + 5 * DAY, "new");
     await s.ingest([textItem("live", "live-conv")]);
     expect(await s.purgeDead(T0 + DAY)).toBe(2);
-    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 0, done: 0, dead: 1 });
+    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 0, done: 0, dead: 1, refused: 0 });
     expect(await s.purgeDead()).toBe(1);
-    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 0, done: 0, dead: 0 });
+    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 0, done: 0, dead: 0, refused: 0 });
     // their messages are no longer held: retention removes them
     expect((await s.pruneBatch({ ...nothing(), messagesBefore: everyChannel(T0 + 10 * DAY) }, 100)).messages).toBe(3);
     expect(await keys(s)).toEqual(["live"]);

@@ -254,13 +254,13 @@ describe("migration 2 on a store written by migration 1", () => {
     v1.close();
 
     const s = await freshStore(path);
-    expect(s.appliedMigrations()).toEqual([1, 2]);
+    expect(s.appliedMigrations()).toEqual([1, 2, 3]);
     expect((await s.listKfCursors({ limit: 10 })).map((c) => [c.id, c.openKfId, c.cursor])).toEqual([
       [3, "wk-a", undefined],
       [2, "wk-b", "CB"],
       [1, "wk-c", "CC"],
     ]);
-    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 0, done: 1, dead: 1 });
+    expect(await s.outboxCounts()).toEqual({ pending: 1, inflight: 0, done: 1, dead: 1, refused: 0 });
     expect(await s.listConversations({ limit: 10 })).toEqual([
       { tenant: TENANT, conversationId: "B", channel: "app", messages: 1, lastTime: 2000, lastSeq: s3 },
       { tenant: TENANT, conversationId: "A", channel: "app", messages: 2, lastTime: 3000, lastSeq: s2 },

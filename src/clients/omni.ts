@@ -1,10 +1,15 @@
 /**
  * The 全媒体 client: `POST {baseUrl}/api/{version}/{appid}/staffService/message?timestamp&signature`
- * with the staffService body. Every call goes to the configured `baseUrl`.
+ * with the staffService body. Every call goes to the configured `baseUrl`, through the keep-alive
+ * {@link HttpClient} (sockets reused, not one connection per message as with global `fetch`).
  * @module
  */
 import { BridgeError } from "../errors.js";
 import { omniMessagePath, omniSignedQuery, type OmniToBody } from "../omni/index.js";
+import { HttpClient, HttpClientError, type HttpResponse } from "./http.js";
+
+/** The largest answer read from the 全媒体 (its answers are `{errcode, errmsg}`). */
+const MAX_ANSWER_BYTES = 1024 * 1024;
 
 /** The 全媒体 refused a message or could not be reached. */
 export class OmniDeliveryError extends BridgeError {
@@ -31,18 +36,33 @@ export interface OmniClientOptions {
   version: string;
   appId: string;
   secret: string;
+  /** Per-request timeout, ms, also on a shared `http` client. Default 10 s. */
   timeoutMs?: number;
   now?: () => number;
+  /**
+   * The keep-alive HTTP client to send through, shared with other clients; default a new one of
+   * this client's own (closed by {@link OmniClient.close}).
+   */
+  http?: HttpClient;
 }
 
 /** Sends customers' messages to the 全媒体. */
 export class OmniClient {
   readonly #o: OmniClientOptions;
+  readonly #http: HttpClient;
+  readonly #ownHttp: boolean;
   #lastTs = 0;
 
   /** @param options where and how to send */
   constructor(options: OmniClientOptions) {
     this.#o = options;
+    this.#ownHttp = options.http === undefined;
+    this.#http = options.http ?? new HttpClient({ timeoutMs: options.timeoutMs ?? 10_000 });
+  }
+
+  /** Close the HTTP client this client created (a shared one given as `http` is left open). */
+  close(): void {
+    if (this.#ownHttp) this.#http.close();
   }
 
   /**
@@ -55,18 +75,23 @@ export class OmniClient {
     // pair: requests signed in the same millisecond would collide, so timestamps strictly increase
     this.#lastTs = Math.max(Math.floor((o.now ?? Date.now)()), this.#lastTs + 1);
     const url = `${o.baseUrl}${omniMessagePath(o.version, o.appId)}?${omniSignedQuery(o.appId, o.secret, this.#lastTs)}`;
-    let res: Response;
+    let res: HttpResponse;
     try {
-      res = await fetch(url, {
+      res = await this.#http.request({
         method: "POST",
+        url,
         headers: { "content-type": "application/json" },
         body: JSON.stringify(body),
-        signal: AbortSignal.timeout(o.timeoutMs ?? 10_000),
+        timeoutMs: o.timeoutMs ?? 10_000,
+        maxResponseBytes: MAX_ANSWER_BYTES,
       });
     } catch (e) {
-      throw new OmniDeliveryError(0, undefined, `全媒体 unreachable (${(e as Error).name === "TimeoutError" ? "timeout" : "network error"})`);
+      if (e instanceof HttpClientError && e.code === "http_response_too_large") {
+        throw new OmniDeliveryError(e.httpStatus ?? 0, undefined, `全媒体 answered HTTP ${e.httpStatus ?? "?"} with more than ${MAX_ANSWER_BYTES} bytes`);
+      }
+      throw new OmniDeliveryError(0, undefined, `全媒体 unreachable (${e instanceof HttpClientError && e.code === "http_timeout" ? "timeout" : "network error"})`);
     }
-    const text = await res.text().catch(() => "");
+    const text = res.body.toString("utf8");
     let reply: { errcode?: unknown; errmsg?: unknown } | undefined;
     try {
       reply = JSON.parse(text) as typeof reply;

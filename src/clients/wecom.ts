@@ -1,16 +1,23 @@
 /**
  * The WeCom API client: access tokens (cached in the store, refreshed early, single-flight,
- * refreshed once on 40014/42001), KF `sync_msg`, `media/get`. Every call goes to the configured
- * `apiBase`, so the gateway can be pointed at the simulator or a proxy. Secrets and tokens never
- * appear in errors or logs.
+ * refreshed once on 40014/42001), KF `sync_msg`, `media/get`, and the outbound APIs (`kf/send_msg`,
+ * `kf/send_msg_on_event`, `kf/service_state/get|trans`, `message/send`, `media/upload`). Every
+ * call goes to the configured `apiBase` (so the gateway can be pointed at the simulator or a
+ * proxy) through the keep-alive {@link HttpClient}: sockets are reused instead of a connection per
+ * call, which is what Node 20's global `fetch` costs. Secrets and tokens never appear in errors or
+ * logs.
  * @module
  */
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { Readable } from "node:stream";
 import { BridgeError } from "../errors.js";
 import { encodeKfSyncMsgRequest, type KfSyncMsgRequestInput } from "../wecom/kf/encode.js";
 import { decodeKfSyncMsg, type KfSyncMsgResponse } from "../wecom/kf/decode.js";
 import type { Store } from "../store/types.js";
 import { classifyWeComFailure, type WeComErrorClass } from "../wecom/errcodes.js";
+import { HttpClient, HttpClientError, type HttpRequestOptions, type HttpResponse, type HttpStreamResponse } from "./http.js";
 
 /** WeCom answered with a non-zero errcode, or could not be reached. */
 export class WeComApiError extends BridgeError {
@@ -54,9 +61,17 @@ export interface WeComClientOptions {
   store: Store;
   /** Refresh this long before expiry, ms. Default 5 minutes. */
   refreshEarlyMs?: number;
-  /** Per-request timeout, ms. Default 10 s. */
+  /**
+   * Per-request timeout, ms, also on a shared `http` client. Default 10 s. A download's body may take
+   * longer while bytes keep coming; an upload gets more time by its size (see `uploadMedia`).
+   */
   timeoutMs?: number;
   now?: () => number;
+  /**
+   * The keep-alive HTTP client to call through, shared with other clients; default a new one of
+   * this client's own (closed by {@link WeComClient.close}).
+   */
+  http?: HttpClient;
 }
 
 /** How a media download is bounded. */
@@ -84,6 +99,52 @@ export interface MediaDownload {
   /** The bytes, chunk by chunk. */
   body: AsyncIterable<Uint8Array>;
 }
+
+/** What {@link WeComClient.kfServiceStateGet} answers. */
+export interface KfServiceState {
+  /** service_state: 0 unhandled, 1 smart assistant, 2 waiting pool, 3 human servicer, 4 ended or not started. */
+  serviceState: number;
+  /** The servicer (接待人员) of the session, when WeCom names one (state 3). */
+  servicerUserId?: string;
+}
+
+/** A `kf/service_state/trans` request. */
+export interface KfServiceStateTransInput {
+  /** The KF account. */
+  openKfId: string;
+  /** The customer. */
+  externalUserId: string;
+  /** The target service_state (0–4). */
+  serviceState: number;
+  /** The servicer to hand the session to; required by WeCom for state 3. */
+  servicerUserId?: string;
+}
+
+/** A file for {@link WeComClient.uploadMedia}: from `path` (streamed) or `data`. */
+export interface MediaUploadInput {
+  /** WeCom's media type, which sets its size and format rules. */
+  type: "image" | "voice" | "video" | "file";
+  /** The file name WeCom shows (any Unicode; sent as RFC 5987 `filename*` with an ASCII fallback). */
+  fileName: string;
+  /** The file's Content-Type. */
+  contentType: string;
+  /** A file to stream from (preferred for large files: it is never held in memory). */
+  path?: string;
+  /** The bytes, when there is no file. */
+  data?: Uint8Array;
+  /** The size in bytes: `data`'s length, or the file's size. */
+  size: number;
+}
+
+/** The largest JSON answer read from WeCom (a `sync_msg` page of 1000 long messages stays well below). */
+const MAX_JSON_ANSWER_BYTES = 32 * 1024 * 1024;
+/** The largest JSON error body read in place of a media file. */
+const MAX_MEDIA_ERROR_BYTES = 1024 * 1024;
+/** Redirects a media download follows (as `fetch` did), at most. */
+const MAX_MEDIA_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+/** The slowest upload rate allowed for: an upload's deadline is `timeoutMs` plus its size at this rate. */
+const UPLOAD_MIN_BYTES_PER_SEC = 128 * 1024;
 
 function tokenKey(c: WeComCredentials): string {
   return createHash("sha256").update(`${c.corpId}\u0000${c.secret}`).digest("hex").slice(0, 32);
@@ -157,9 +218,63 @@ export function fileNameOf(disposition: string | null): string | undefined {
   return plain === undefined ? undefined : cleanFileName(recoverUtf8(plain));
 }
 
+/** A header parameter value fit for RFC 5987 (`filename*=UTF-8''…`): `attr-char`s stay, all else is %-encoded. */
+function rfc5987(value: string): string {
+  return encodeURIComponent(value).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+/** An ASCII stand-in of a file name for `filename="…"`: printable ASCII only, no quotes or backslashes. */
+function asciiFallback(name: string): string {
+  const ascii = name.replace(/[^\x20-\x7e]|["\\]/g, "_").trim();
+  return ascii === "" ? "file" : ascii;
+}
+
+/** The head of the one-part multipart body of `media/upload` (WeCom's example, plus `filename*`). */
+function uploadHead(boundary: string, input: MediaUploadInput): Buffer {
+  const name = input.fileName.replace(/[\u0000-\u001f\u007f]/g, "");
+  const contentType = /^[\x21-\x7e][\x20-\x7e]*$/.test(input.contentType) ? input.contentType : "application/octet-stream";
+  return Buffer.from(
+    `--${boundary}\r\n` +
+      `Content-Disposition: form-data; name="media"; filename="${asciiFallback(name)}"; filename*=UTF-8''${rfc5987(name)}; filelength=${input.size}\r\n` +
+      `Content-Type: ${contentType}\r\n\r\n`,
+    "latin1",
+  );
+}
+
+/** A file's bytes, failing when they are more or fewer than `size` (the Content-Length announced). */
+async function* fileBytes(path: string, size: number): AsyncGenerator<Buffer> {
+  let seen = 0;
+  for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) {
+    seen += chunk.length;
+    if (seen > size) throw new Error(`the file grew past ${size} bytes`);
+    yield chunk;
+  }
+  if (seen !== size) throw new Error(`the file has ${seen} bytes, not ${size}`);
+}
+
+/** The whole body of a stream, up to `cap` bytes (undefined past it). */
+async function readUpTo(body: Readable, cap: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > cap) return undefined;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+/** One header's value (the first, when repeated). */
+function header(headers: HttpResponse["headers"], name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
 /** The WeCom API client. */
 export class WeComClient {
-  readonly #o: Required<Omit<WeComClientOptions, "store">> & { store: Store };
+  readonly #o: Required<Omit<WeComClientOptions, "store" | "http">> & { store: Store };
+  readonly #http: HttpClient;
+  readonly #ownHttp: boolean;
   readonly #inflight = new Map<string, Promise<string>>();
   readonly #memory = new Map<string, { token: string; expiresAt: number }>();
   /** Count of calls by api and errcode, for metrics. */
@@ -167,36 +282,64 @@ export class WeComClient {
 
   /** @param options where and how to call */
   constructor(options: WeComClientOptions) {
-    this.#o = { refreshEarlyMs: 5 * 60_000, timeoutMs: 10_000, now: Date.now, ...options };
+    const { http, ...rest } = options;
+    this.#o = { refreshEarlyMs: 5 * 60_000, timeoutMs: 10_000, now: Date.now, ...rest };
+    this.#ownHttp = http === undefined;
+    this.#http = http ?? new HttpClient({ timeoutMs: this.#o.timeoutMs });
   }
 
-  async #fetch(api: string, url: string, init: RequestInit): Promise<Response> {
+  /** Close the HTTP client this client created (a shared one given as `http` is left open). */
+  close(): void {
+    if (this.#ownHttp) this.#http.close();
+  }
+
+  /** The error of a call that got no (usable) answer: counted as errcode -2, transient. */
+  #unreachable(api: string, e: unknown, what: string): WeComApiError {
+    this.onResult?.(api, -2);
+    const timeout = e instanceof HttpClientError && e.code === "http_timeout";
+    return new WeComApiError(api, 0, `${what} (${timeout ? "timeout" : "network error"})`, undefined);
+  }
+
+  /** One buffered request; failures become {@link WeComApiError}s. */
+  async #request(api: string, options: Omit<HttpRequestOptions, "timeoutMs" | "maxResponseBytes"> & { timeoutMs?: number }): Promise<HttpResponse> {
     try {
-      return await fetch(url, { ...init, signal: AbortSignal.timeout(this.#o.timeoutMs) });
+      return await this.#http.request({ timeoutMs: this.#o.timeoutMs, ...options, maxResponseBytes: MAX_JSON_ANSWER_BYTES });
     } catch (e) {
-      this.onResult?.(api, -2);
-      throw new WeComApiError(api, 0, `request failed (${(e as Error).name === "TimeoutError" ? "timeout" : "network error"})`, undefined);
+      if (e instanceof HttpClientError && e.code === "http_response_too_large") {
+        throw new WeComApiError(api, 0, `the answer is larger than ${MAX_JSON_ANSWER_BYTES} bytes`, e.httpStatus);
+      }
+      if (e instanceof HttpClientError && e.code === "http_request_body") {
+        throw new WeComApiError(api, 0, "the file to send could not be read in full", undefined, "final");
+      }
+      throw this.#unreachable(api, e, "request failed");
     }
   }
 
-  async #json(api: string, res: Response): Promise<Record<string, unknown>> {
-    if (res.status >= 500) throw new WeComApiError(api, 0, `HTTP ${res.status}`, res.status);
+  /** WeCom's JSON answer: its object when errcode is 0, else a {@link WeComApiError} of its class. */
+  #json(api: string, status: number, raw: Buffer): Record<string, unknown> {
+    if (status >= 500) throw new WeComApiError(api, 0, `HTTP ${status}`, status);
     let body: unknown;
     try {
-      body = await res.json();
+      const text = raw.toString("utf8");
+      body = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
     } catch {
-      throw new WeComApiError(api, 0, `HTTP ${res.status} with a body that is not JSON`, res.status);
+      throw new WeComApiError(api, 0, `HTTP ${status} with a body that is not JSON`, status);
     }
-    if (typeof body !== "object" || body === null) throw new WeComApiError(api, 0, "answer is not a JSON object", res.status, "final");
+    if (typeof body !== "object" || body === null) throw new WeComApiError(api, 0, "answer is not a JSON object", status, "final");
     const errcode = Number((body as { errcode?: unknown }).errcode ?? 0);
     this.onResult?.(api, errcode);
     if (errcode !== 0) {
       const errmsg = String((body as { errmsg?: unknown }).errmsg ?? "").split(",")[0] ?? "";
-      throw new WeComApiError(api, errcode, errmsg, res.status);
+      throw new WeComApiError(api, errcode, errmsg, status);
     }
     // an HTTP refusal whose JSON carries no errcode is not WeCom's success
-    if (res.status >= 400) throw new WeComApiError(api, 0, `HTTP ${res.status}`, res.status);
+    if (status >= 400) throw new WeComApiError(api, 0, `HTTP ${status}`, status);
     return body as Record<string, unknown>;
+  }
+
+  /** `${apiBase}/cgi-bin/${api}?access_token=…` plus more query parameters. */
+  #url(api: string, token: string, query = ""): string {
+    return `${this.#o.apiBase}/cgi-bin/${api}?access_token=${encodeURIComponent(token)}${query}`;
   }
 
   /**
@@ -222,7 +365,8 @@ export class WeComClient {
         }
       }
       const url = `${this.#o.apiBase}/cgi-bin/gettoken?corpid=${encodeURIComponent(c.corpId)}&corpsecret=${encodeURIComponent(c.secret)}`;
-      const body = await this.#json("gettoken", await this.#fetch("gettoken", url, { method: "GET" }));
+      const res = await this.#request("gettoken", { method: "GET", url });
+      const body = this.#json("gettoken", res.status, res.body);
       const token = String(body.access_token ?? "");
       if (token === "") throw new WeComApiError("gettoken", 0, "answer has no access_token", 200, "final");
       const expiresAt = this.#o.now() + Number(body.expires_in ?? 7200) * 1000;
@@ -266,13 +410,10 @@ export class WeComClient {
 
   /** POST a JSON API and return its answer. */
   async postJson(c: WeComCredentials, api: string, body: unknown): Promise<Record<string, unknown>> {
+    const payload = JSON.stringify(body);
     return this.#withToken(c, async (token) => {
-      const res = await this.#fetch(api, `${this.#o.apiBase}/cgi-bin/${api}?access_token=${encodeURIComponent(token)}`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify(body),
-      });
-      return this.#json(api, res);
+      const res = await this.#request(api, { method: "POST", url: this.#url(api, token), headers: { "content-type": "application/json" }, body: payload });
+      return this.#json(api, res.status, res.body);
     });
   }
 
@@ -283,66 +424,176 @@ export class WeComClient {
   }
 
   /**
+   * Send a KF message (`kf/send_msg`). `body` is WeCom's whole body: `touser`, `open_kfid`,
+   * `msgid` (the idempotency key, ≤ 32 bytes of `[0-9a-zA-Z_-]`), `msgtype` and the type's object.
+   * @returns the msgid WeCom answered (the one sent when WeCom names none)
+   * @throws WeComApiError of WeCom's errcode (95018 state, 95001/95002 budget and window, …)
+   */
+  async kfSendMsg(c: WeComCredentials, body: Record<string, unknown>): Promise<{ msgid: string }> {
+    const answer = await this.postJson(c, "kf/send_msg", body);
+    return { msgid: msgIdOf(answer, body) };
+  }
+
+  /**
+   * Send the one message a KF event code allows (`kf/send_msg_on_event`): `{code, msgid?, msgtype:
+   * "text" | "msgmenu", text | msgmenu}`, with a `welcome_code` of enter_session or a `msg_code` of a
+   * session change.
+   * @returns the msgid WeCom answered (the one sent when WeCom names none)
+   */
+  async kfSendMsgOnEvent(c: WeComCredentials, body: Record<string, unknown>): Promise<{ msgid: string }> {
+    const answer = await this.postJson(c, "kf/send_msg_on_event", body);
+    return { msgid: msgIdOf(answer, body) };
+  }
+
+  /** A KF session's state (`kf/service_state/get`) and, in state 3, its servicer. */
+  async kfServiceStateGet(c: WeComCredentials, openKfId: string, externalUserId: string): Promise<KfServiceState> {
+    const answer = await this.postJson(c, "kf/service_state/get", { open_kfid: openKfId, external_userid: externalUserId });
+    const state: KfServiceState = { serviceState: Number(answer.service_state ?? 0) };
+    if (typeof answer.servicer_userid === "string" && answer.servicer_userid !== "") state.servicerUserId = answer.servicer_userid;
+    return state;
+  }
+
+  /**
+   * Move a KF session to another state (`kf/service_state/trans`); state 3 needs `servicerUserId`.
+   * @returns the `msg_code` WeCom answers for states 2, 3 and 4 (for `kfSendMsgOnEvent`), when given
+   */
+  async kfServiceStateTrans(c: WeComCredentials, input: KfServiceStateTransInput): Promise<{ msgCode?: string }> {
+    const body: Record<string, unknown> = { open_kfid: input.openKfId, external_userid: input.externalUserId, service_state: input.serviceState };
+    if (input.servicerUserId !== undefined) body.servicer_userid = input.servicerUserId;
+    const answer = await this.postJson(c, "kf/service_state/trans", body);
+    return typeof answer.msg_code === "string" && answer.msg_code !== "" ? { msgCode: answer.msg_code } : {};
+  }
+
+  /**
+   * Send a self-built app's message (`message/send`); `body` is WeCom's whole body (`touser`,
+   * `agentid`, `msgtype`, …). Recipients WeCom does not know come back in `invalidUser`; when none
+   * is valid WeCom answers 81013, thrown as a (final) {@link WeComApiError}.
+   */
+  async appSendMessage(c: WeComCredentials, body: Record<string, unknown>): Promise<{ invalidUser: string[]; msgid?: string }> {
+    const answer = await this.postJson(c, "message/send", body);
+    const invalid = typeof answer.invaliduser === "string" ? answer.invaliduser.split("|").filter((u) => u !== "") : [];
+    const result: { invalidUser: string[]; msgid?: string } = { invalidUser: invalid };
+    if (typeof answer.msgid === "string" && answer.msgid !== "") result.msgid = answer.msgid;
+    return result;
+  }
+
+  /**
+   * Upload a temporary media file (`media/upload`, valid 3 days) as `multipart/form-data` with one
+   * part `media` (`filename` as ASCII, `filename*` in UTF-8, `filelength`, Content-Type). A `path`
+   * is streamed from disk, never held in memory; the bytes sent must be exactly `size`. The deadline
+   * is `timeoutMs` plus the time the file takes at 128 KiB/s.
+   * @throws WeComApiError of WeCom's errcode (40009/40006 too large, 40123 format, …), or final when
+   *   the file cannot be read or is not `size` bytes
+   */
+  async uploadMedia(c: WeComCredentials, input: MediaUploadInput): Promise<{ mediaId: string; createdAt?: number }> {
+    const api = "media/upload";
+    const bad = (why: string) => new WeComApiError(api, 0, why, undefined, "final");
+    if ((input.path === undefined) === (input.data === undefined)) throw bad("give either path or data");
+    if (!Number.isSafeInteger(input.size) || input.size < 0) throw bad("size is not a byte count");
+    if (input.data !== undefined && input.data.byteLength !== input.size) throw bad(`the data has ${input.data.byteLength} bytes, not size ${input.size}`);
+    if (input.path !== undefined) {
+      const info = await stat(input.path).catch(() => undefined);
+      if (info === undefined || !info.isFile()) throw bad("the file to upload cannot be read");
+      if (info.size !== input.size) throw bad(`the file has ${info.size} bytes, not size ${input.size}`);
+    }
+    const timeoutMs = this.#o.timeoutMs + Math.ceil((input.size * 1000) / UPLOAD_MIN_BYTES_PER_SEC);
+    const answer = await this.#withToken(c, async (token) => {
+      const boundary = `----wecom-bridge-${randomBytes(12).toString("hex")}`;
+      const head = uploadHead(boundary, input);
+      const tail = Buffer.from(`\r\n--${boundary}--\r\n`, "latin1");
+      let body: Buffer | Readable;
+      if (input.data !== undefined) body = Buffer.concat([head, input.data, tail]);
+      else {
+        const path = input.path as string;
+        body = Readable.from(
+          (async function* () {
+            yield head;
+            yield* fileBytes(path, input.size);
+            yield tail;
+          })(),
+          { objectMode: false },
+        );
+      }
+      const res = await this.#request(api, {
+        method: "POST",
+        url: this.#url(api, token, `&type=${encodeURIComponent(input.type)}`),
+        headers: { "content-type": `multipart/form-data; boundary=${boundary}`, "content-length": head.length + input.size + tail.length },
+        body,
+        timeoutMs,
+      });
+      return this.#json(api, res.status, res.body);
+    });
+    const mediaId = typeof answer.media_id === "string" ? answer.media_id : "";
+    if (mediaId === "") throw new WeComApiError(api, 0, "answer has no media_id", 200, "final");
+    const createdAt = Number(answer.created_at);
+    return answer.created_at !== undefined && answer.created_at !== "" && Number.isFinite(createdAt) ? { mediaId, createdAt } : { mediaId };
+  }
+
+  /**
    * One media request, streamed: the connection and the headers must come within `timeoutMs`, then
    * the body may take as long as it needs while bytes keep coming (no gap of `timeoutMs`), so a
    * 20 MB file on a slow link is not cut off by a per-request timeout meant for API calls.
+   * Redirects are followed (at most 5), as `fetch` did.
    */
   async #media<T>(api: string, url: string, options: MediaDownloadOptions, wecomErrors: boolean, consume: (d: MediaDownload) => Promise<T>): Promise<T> {
-    const controller = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, this.#o.timeoutMs);
-    const failed = (what: string) => {
-      this.onResult?.(api, -2);
-      return new WeComApiError(api, 0, `${what} (${timedOut ? "timeout" : "network error"})`, undefined);
-    };
+    let res: HttpStreamResponse | undefined;
     try {
-      let res: Response;
-      try {
-        res = await fetch(url, { method: "GET", signal: controller.signal });
-      } catch {
-        throw failed("request failed");
+      let target = url;
+      for (let hop = 0; ; hop++) {
+        try {
+          res = await this.#http.stream({ method: "GET", url: target, timeoutMs: this.#o.timeoutMs });
+        } catch (e) {
+          throw this.#unreachable(api, e, "request failed");
+        }
+        const location = header(res.headers, "location");
+        if (!REDIRECT_STATUSES.has(res.status) || location === undefined || hop >= MAX_MEDIA_REDIRECTS) break;
+        res.body.destroy();
+        try {
+          target = new URL(location, target).toString();
+        } catch {
+          throw new WeComApiError(api, 0, `HTTP ${res.status} with a Location that is not a URL`, res.status);
+        }
       }
-      const contentType = res.headers.get("content-type") ?? "application/octet-stream";
+      const { status, headers, body: source } = res;
+      const contentType = header(headers, "content-type") ?? "application/octet-stream";
       if (wecomErrors && (contentType.includes("json") || contentType.startsWith("text/plain"))) {
-        await this.#json(api, res); // throws WeCom's errcode
-        throw new WeComApiError(api, 0, "answer is JSON, not a file", res.status, "final");
+        let raw: Buffer | undefined;
+        try {
+          raw = await readUpTo(source, MAX_MEDIA_ERROR_BYTES);
+        } catch (e) {
+          throw this.#unreachable(api, e, "download failed");
+        }
+        this.#json(api, status, raw ?? Buffer.alloc(0)); // throws WeCom's errcode
+        throw new WeComApiError(api, 0, "answer is JSON, not a file", status, "final");
       }
-      if (res.status !== 200) throw new WeComApiError(api, 0, `HTTP ${res.status}`, res.status);
-      const lengthHeader = res.headers.get("content-length");
-      const length = lengthHeader !== null && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined;
+      if (status !== 200) throw new WeComApiError(api, 0, `HTTP ${status}`, status);
+      const lengthHeader = header(headers, "content-length");
+      const length = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : undefined;
       if (length !== undefined && length > options.maxBytes) {
-        throw new WeComApiError(api, 0, `the file is ${length} bytes, more than limits.mediaBytes (${options.maxBytes})`, res.status, "final");
+        throw new WeComApiError(api, 0, `the file is ${length} bytes, more than limits.mediaBytes (${options.maxBytes})`, status, "final");
       }
       if (wecomErrors) this.onResult?.(api, 0);
-      const status = res.status;
-      const source = res.body;
+      const failed = (e: unknown) => this.#unreachable(api, e, "download failed");
       async function* body(): AsyncGenerator<Uint8Array> {
-        if (source === null) return;
         let size = 0;
         try {
           for await (const chunk of source as AsyncIterable<Uint8Array>) {
             size += chunk.length;
             if (size > options.maxBytes) throw new WeComApiError(api, 0, `the file is more than limits.mediaBytes (${options.maxBytes} bytes)`, status, "final");
-            timer.refresh();
             yield chunk;
           }
         } catch (e) {
           if (e instanceof WeComApiError) throw e;
-          throw failed("download failed");
+          throw failed(e);
         }
       }
-      timer.refresh();
       const d: MediaDownload = { contentType, body: body() };
-      const name = fileNameOf(res.headers.get("content-disposition"));
+      const name = fileNameOf(header(headers, "content-disposition") ?? null);
       if (name !== undefined) d.fileName = name;
       if (length !== undefined) d.length = length;
       return await consume(d);
     } finally {
-      clearTimeout(timer);
-      controller.abort(); // releases the connection when the body was not read to its end
+      res?.body.destroy(); // releases the connection when the body was not read to its end
     }
   }
 
@@ -352,9 +603,7 @@ export class WeComClient {
    * token once.
    */
   async getMedia<T>(c: WeComCredentials, mediaId: string, options: MediaDownloadOptions, consume: (d: MediaDownload) => Promise<T>): Promise<T> {
-    return this.#withToken(c, (token) =>
-      this.#media("media/get", `${this.#o.apiBase}/cgi-bin/media/get?access_token=${encodeURIComponent(token)}&media_id=${encodeURIComponent(mediaId)}`, options, true, consume),
-    );
+    return this.#withToken(c, (token) => this.#media("media/get", this.#url("media/get", token, `&media_id=${encodeURIComponent(mediaId)}`), options, true, consume));
   }
 
   /**
@@ -364,4 +613,10 @@ export class WeComClient {
   async download<T>(url: string, options: MediaDownloadOptions, consume: (d: MediaDownload) => Promise<T>): Promise<T> {
     return this.#media("bot/media", url, options, false, consume);
   }
+}
+
+/** The msgid of a send's answer, else the one the request carried, else "". */
+function msgIdOf(answer: Record<string, unknown>, request: Record<string, unknown>): string {
+  if (typeof answer.msgid === "string" && answer.msgid !== "") return answer.msgid;
+  return typeof request.msgid === "string" ? request.msgid : "";
 }

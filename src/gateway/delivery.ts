@@ -30,6 +30,8 @@ import { CONFIGURATION_HINTS } from "../wecom/errcodes.js";
 import { decryptBotMediaStream, MediaGoneError, type MediaStore, type MediaUnavailable, mediaId, unavailableOf } from "./media.js";
 import type { Metrics } from "./metrics.js";
 import { type MediaResolution, mediaRefs, toOmniBody } from "./omni-map.js";
+import { reasonOf } from "./outbound/kf.js";
+import { type AgentMessageJob, type OmniNoticeJob, refusalOf, type Sender } from "./outbound/types.js";
 
 /** Where a media entry fetches from. */
 export type MediaSource = { kind: "wecom"; app: string } | { kind: "bot"; bot: string } | { kind: "none" };
@@ -78,8 +80,10 @@ export interface DeliveryWorkerOptions {
   leaseMs?: number;
   /** Largest media file downloaded, bytes (`limits.mediaBytes`). Default 20 MiB. */
   mediaMaxBytes?: number;
+  /** Senders of the outbound kinds (`kf_send`, `app_send`, `bot_reply`); their entries are claimed only when given. */
+  senders?: Partial<Record<OutboxKind, Sender>>;
   /** Called after each finished attempt (tests, the sandbox's live log). */
-  onAttempt?: (entry: OutboxEntry, outcome: "done" | "retry" | "dead" | "wait", error?: string) => void;
+  onAttempt?: (entry: OutboxEntry, outcome: "done" | "retry" | "dead" | "wait" | "refused" | "later", error?: string) => void;
 }
 
 /** Delay before attempt `attempts + 1`: exponential, capped, with jitter in [50%, 100%]. */
@@ -88,7 +92,7 @@ export function backoffDelay(attempts: number, policy: Pick<DeliveryPolicy, "bas
   return Math.round(exp * (0.5 + random() * 0.5));
 }
 
-const KINDS: OutboxKind[] = ["media", "omni"];
+const INBOUND_KINDS: OutboxKind[] = ["media", "omni"];
 
 /** True when trying again cannot help: WeCom's final answers, an oversized file, a file that does not decrypt. */
 function isFinal(e: unknown): boolean {
@@ -124,10 +128,14 @@ export class DeliveryWorker {
   /** Hand-backs under way (stop waits for them before the store closes). */
   readonly #releasing = new Set<Promise<void>>();
 
+  /** The kinds this worker claims: inbound delivery, and the outbound kinds it has senders for. */
+  readonly #kinds: OutboxKind[];
+
   /** @param options what to deliver with */
   constructor(options: DeliveryWorkerOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
+    this.#kinds = [...INBOUND_KINDS, ...(Object.keys(options.senders ?? {}) as OutboxKind[])];
   }
 
   /** Start the loop. */
@@ -202,7 +210,7 @@ export class DeliveryWorker {
       let claimed: OutboxEntry[] = [];
       if (free > 0) {
         try {
-          claimed = await this.#o.store.claimOutbox(KINDS, this.#now(), free, this.#leaseMs);
+          claimed = await this.#o.store.claimOutbox(this.#kinds, this.#now(), free, this.#leaseMs);
         } catch (e) {
           this.#o.log.error("outbox claim failed", { error: (e as Error).message });
         }
@@ -218,7 +226,7 @@ export class DeliveryWorker {
         inflight.add(p);
       }
       if ((claimed.length === 0 && this.#resume.length === 0) || this.#active >= this.#o.policy.concurrency) {
-        const due = await this.#o.store.nextOutboxDue(KINDS).catch(() => undefined);
+        const due = await this.#o.store.nextOutboxDue(this.#kinds).catch(() => undefined);
         if (this.#resume.length === 0 || this.#active >= this.#o.policy.concurrency) await this.#sleep(due === undefined ? 1000 : due - this.#now());
       }
     }
@@ -290,6 +298,11 @@ export class DeliveryWorker {
   async #attempt(entry: OutboxEntry): Promise<void> {
     const started = performance.now();
     try {
+      const sender = this.#o.senders?.[entry.kind];
+      if (sender !== undefined) {
+        await this.#outbound(entry, sender);
+        return;
+      }
       const settledBefore = this.#settledCount;
       const waited = entry.kind === "media" ? await this.#fetchMedia(entry) : await this.#deliverOmni(entry);
       if (waited) {
@@ -309,10 +322,62 @@ export class DeliveryWorker {
     }
   }
 
+  /** Run an outbound entry with its sender and record what it made of it. */
+  async #outbound(entry: OutboxEntry, sender: Sender): Promise<void> {
+    const r = await sender.send(entry);
+    const now = this.#now();
+    const followUps = r.state !== "later" && r.followUps !== undefined && r.followUps.length > 0 ? { tenant: entry.tenant, messageSeq: null, entries: r.followUps } : undefined;
+    if (r.state === "done") {
+      await this.#o.store.finishOutbox(entry.id, { state: "done" }, now, followUps);
+      this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "done" });
+      this.#o.onAttempt?.(entry, "done");
+    } else if (r.state === "refused") {
+      await this.#o.store.finishOutbox(entry.id, { state: "refused", error: r.error, errcode: r.errcode }, now, followUps);
+      this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "refused" });
+      this.#o.log.info("outbound refused", { outbox: entry.id, kind: entry.kind, errcode: r.errcode, error: r.error });
+      this.#o.onAttempt?.(entry, "refused", r.error);
+    } else {
+      await this.#o.store.finishOutbox(entry.id, { state: "pending", nextAttemptAt: r.at, error: r.reason, countAttempt: false }, now);
+      this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "paced" });
+      this.#o.onAttempt?.(entry, "later", r.reason);
+    }
+    if (followUps !== undefined) this.notify();
+  }
+
+  /**
+   * An outbound attempt failed: a final answer (WeCom's, or an agent's file that cannot be sent)
+   * is a refusal; anything else retries until the entry becomes a dead letter. Both tell the 全媒体.
+   */
+  async #outboundFailed(entry: OutboxEntry, e: unknown, error: string): Promise<boolean> {
+    const job = entry.payload as AgentMessageJob;
+    const isMessage = job?.op === "message";
+    const errcode = e instanceof WeComApiError ? e.errcode : 0;
+    if (isFinal(e)) {
+      const notice = isMessage ? [refusalOf(job, errcode, error, errcode !== 0 ? reasonOf(errcode) : error)] : [];
+      await this.#o.store.finishOutbox(entry.id, { state: "refused", error, errcode }, this.#now(), notice.length > 0 ? { tenant: entry.tenant, messageSeq: null, entries: notice } : undefined);
+      this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "refused" });
+      this.#o.log.info("outbound refused", { outbox: entry.id, kind: entry.kind, errcode, error });
+      this.#o.onAttempt?.(entry, "refused", error);
+      if (notice.length > 0) this.notify();
+      return true;
+    }
+    if (entry.attempts >= this.#o.policy.maxAttempts && isMessage) {
+      const notice = refusalOf(job, errcode, error, `the gateway gave up after ${entry.attempts} attempts; an operator can replay it (wecom-bridge replay)`);
+      await this.#o.store.finishOutbox(entry.id, { state: "dead", error }, this.#now(), { tenant: entry.tenant, messageSeq: null, entries: [notice] });
+      this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "dead" });
+      this.#o.log.warn("delivery dead", { outbox: entry.id, kind: entry.kind, attempts: entry.attempts, error });
+      this.#o.onAttempt?.(entry, "dead", error);
+      this.notify();
+      return true;
+    }
+    return false;
+  }
+
   async #failed(entry: OutboxEntry, e: unknown): Promise<void> {
     const error = e instanceof BridgeError ? e.message : `internal: ${(e as Error)?.message ?? String(e)}`;
     this.#o.metrics?.deliveryFailures.inc({ kind: entry.kind });
     if (entry.kind === "media") return this.#mediaFailed(entry, e, error);
+    if (this.#o.senders?.[entry.kind] !== undefined && (await this.#outboundFailed(entry, e, error))) return;
     if (entry.attempts >= this.#o.policy.maxAttempts) {
       await this.#o.store.finishOutbox(entry.id, { state: "dead", error }, this.#now());
       this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "dead" });
@@ -402,8 +467,14 @@ export class DeliveryWorker {
     return false;
   }
 
-  /** Deliver a message to the 全媒体; returns true when it must wait for its media. */
+  /** Deliver a message (or a notice) to the 全媒体; returns true when it must wait for its media. */
   async #deliverOmni(entry: OutboxEntry): Promise<boolean> {
+    const notice = (entry.payload as OmniNoticeJob | null)?.notice;
+    if (notice !== undefined) {
+      await this.#o.omni.send(notice);
+      this.#o.log.info("notice delivered to 全媒体", { outbox: entry.id, conversation: entry.conversationId, content: notice.Content });
+      return false;
+    }
     const seq = entry.messageSeq;
     if (seq === null) throw new BridgeError("outbox_invalid", "omni entry without a message");
     const stored = await this.#o.store.getMessage(seq);

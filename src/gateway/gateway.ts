@@ -6,6 +6,7 @@
  * @module
  */
 import { randomBytes } from "node:crypto";
+import { HttpClient } from "../clients/http.js";
 import { OmniClient } from "../clients/omni.js";
 import { WeComClient, type WeComCredentials } from "../clients/wecom.js";
 import type { Config } from "../config.js";
@@ -20,10 +21,17 @@ import { type AppEndpoint, appCallback } from "./endpoints/app.js";
 import { archivePush } from "./endpoints/archive.js";
 import { type BotEndpoint, botCallback } from "./endpoints/bot.js";
 import { type EndpointContext, error, type GatewayRequest, type GatewayResponse, header, json } from "./endpoints/http.js";
+import { omniMessage, type OmniEndpointContext } from "./endpoints/omni.js";
+import { handoffEntries } from "./handoff.js";
 import { KfPuller } from "./kf-puller.js";
 import { MediaStore, removeMediaFile, sweepPartialFiles } from "./media.js";
 import { apiLabel, Metrics, wecomErrcodeLabel } from "./metrics.js";
 import { Ingestor } from "./pipeline.js";
+import { AppSender } from "./outbound/app.js";
+import { BotSender } from "./outbound/bot.js";
+import { KfSender } from "./outbound/kf.js";
+import { observeKfStored } from "./outbound/kf-observer.js";
+import type { OutboundContext } from "./outbound/types.js";
 import { Retention } from "./retention.js";
 
 /** The request and answer shapes of every endpoint (defined in `endpoints/http.ts`). */
@@ -42,13 +50,15 @@ export interface GatewayOptions {
 }
 
 /** The gateway. */
-export class Gateway implements EndpointContext {
+export class Gateway implements EndpointContext, OmniEndpointContext, OutboundContext {
   readonly config: Config;
   readonly store: Store;
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly wecom: WeComClient;
   readonly omni: OmniClient;
+  /** The keep-alive HTTP client of every outgoing call. */
+  readonly http: HttpClient;
   readonly media: MediaStore;
   readonly ingestor: Ingestor;
   readonly delivery: DeliveryWorker;
@@ -79,10 +89,11 @@ export class Gateway implements EndpointContext {
     for (const bot of cfg.wecom.bots) {
       this.#bots.set(bot.name, { cfg: bot, crypto: new WeComCrypto({ token: bot.token, encodingAESKey: bot.encodingAESKey, receiveId: "", ...window }) });
     }
-    this.wecom = new WeComClient({ apiBase: cfg.wecom.apiBase, store: this.store, timeoutMs: cfg.delivery.timeoutMs, now: this.#now });
+    this.http = new HttpClient({ timeoutMs: cfg.delivery.timeoutMs });
+    this.wecom = new WeComClient({ apiBase: cfg.wecom.apiBase, store: this.store, timeoutMs: cfg.delivery.timeoutMs, now: this.#now, http: this.http });
     // label values from fixed lists (metrics.ts): an unknown api or undocumented errcode is `other`
     this.wecom.onResult = (api, errcode) => this.metrics.wecomErrcodes.inc({ api: apiLabel(api), errcode: wecomErrcodeLabel(errcode) });
-    this.omni = new OmniClient({ baseUrl: cfg.omni.baseUrl, version: cfg.omni.version, appId: cfg.omni.appId, secret: cfg.omni.secret, timeoutMs: cfg.delivery.timeoutMs, now: this.#now });
+    this.omni = new OmniClient({ baseUrl: cfg.omni.baseUrl, version: cfg.omni.version, appId: cfg.omni.appId, secret: cfg.omni.secret, timeoutMs: cfg.delivery.timeoutMs, now: this.#now, http: this.http });
     // runGateway passes the secret kept in the store; a gateway built directly without one signs
     // with a per-process key (its links end with the process)
     const mediaSecret = cfg.mediaSecret ?? options.mediaSecret ?? randomBytes(32).toString("hex");
@@ -111,6 +122,7 @@ export class Gateway implements EndpointContext {
         return a ? { corpId: cfg.wecom.corpId, secret: a.cfg.secret } : undefined;
       },
       botKey: (name) => this.#bots.get(name)?.cfg.encodingAESKey,
+      senders: { kf_send: new KfSender(this), app_send: new AppSender(this), bot_reply: new BotSender(this) },
       log: this.log,
       metrics: this.metrics,
       now: this.#now,
@@ -129,8 +141,14 @@ export class Gateway implements EndpointContext {
           log: this.log,
           metrics: this.metrics,
           now: this.#now,
-          onStored: (messages) => {
+          extraEntries: (m) => handoffEntries(cfg.handoff, m),
+          onStored: async (messages) => {
             for (const m of messages) this.#onStored?.(m);
+            try {
+              await observeKfStored(this, messages);
+            } catch (e) {
+              this.log.error("KF session rules not updated", { error: (e as Error).message });
+            }
             this.delivery.notify();
           },
         })
@@ -160,6 +178,18 @@ export class Gateway implements EndpointContext {
     await this.puller?.stop();
     await this.ingestor.drain();
     await this.delivery.stop();
+    this.http.close();
+  }
+
+  /** New outbound entries were queued: wake the outbox worker. */
+  notifyOutbound(): void {
+    this.delivery.notify();
+  }
+
+  /** Credentials of the app with this agentId, or of the KF app (`"kf"`). */
+  credentials(app: number | "kf"): WeComCredentials | undefined {
+    const a = app === "kf" ? this.config.wecom.apps.find((x) => x.kf) : this.config.wecom.apps.find((x) => x.agentId === app);
+    return a ? { corpId: this.config.wecom.corpId, secret: a.secret } : undefined;
   }
 
   /** The gateway's clock (ms). */
@@ -180,6 +210,7 @@ export class Gateway implements EndpointContext {
       if (first === "wecom" && second === "app" && parts.length === 3) return await appCallback(this, third as string, this.#apps.get(third as string), req);
       if (first === "wecom" && second === "bot" && parts.length === 3) return await botCallback(this, third as string, this.#bots.get(third as string), req);
       if (req.path === "/archive/push") return await archivePush(this, req);
+      if (req.path === `${this.config.omni.pathPrefix.replace(/\/+$/, "")}/staffService/message`) return await omniMessage(this, req);
       if (req.path === "/healthz") return json(200, { status: "ok" });
       if (req.path === "/readyz") return (await this.store.ping()) ? json(200, { status: "ready", store: this.store.engine }) : json(503, { status: "store unreachable" });
       if (req.path === "/metrics") return { status: 200, headers: { "content-type": this.metrics.registry.contentType }, body: await this.metrics.registry.metrics() };

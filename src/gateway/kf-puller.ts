@@ -28,8 +28,8 @@
  */
 import { type WeComClient, WeComApiError, type WeComCredentials } from "../clients/wecom.js";
 import type { Logger } from "../log.js";
-import type { KfMessage } from "../model.js";
-import type { IngestItem, Store } from "../store/types.js";
+import type { KfMessage, UnifiedMessage } from "../model.js";
+import type { IngestItem, OutboxInsert, Store } from "../store/types.js";
 import { CONFIGURATION_HINTS, errcodeLabel, type WeComErrorClass } from "../wecom/errcodes.js";
 import { backoffDelay } from "./delivery.js";
 import type { Metrics } from "./metrics.js";
@@ -81,8 +81,10 @@ export interface KfPullerOptions {
   log: Logger;
   metrics?: Metrics;
   now?: () => number;
-  /** Called after a page stored new messages (those to be delivered). */
-  onStored?: (messages: KfMessage[]) => void;
+  /** Called after a page stored new messages (those to be delivered); the next page waits for it. */
+  onStored?: (messages: KfMessage[]) => void | Promise<void>;
+  /** Outbox entries added to a message's own, in the same transaction (a handoff). */
+  extraEntries?: (m: UnifiedMessage) => OutboxInsert[];
   /** Page size, 1..1000. Default 1000. */
   limit?: number;
   /** Pull every known account this often, seconds, after {@link KfPuller.start}; 0 or absent: never. */
@@ -335,7 +337,7 @@ export class KfPuller {
       if (duplicates > 0) this.#o.metrics?.dedupHits.inc({ channel: "kf" }, duplicates);
       const newest = page.messages.at(-1);
       if (newest) this.#o.metrics?.kfPullLag.set(Math.max(0, (this.#now() - newest.time) / 1000));
-      if (stored.length > 0) this.#o.onStored?.(stored);
+      if (stored.length > 0) await this.#o.onStored?.(stored);
       cursor = next;
       if (!page.hasMore) break;
     }
@@ -353,6 +355,6 @@ export class KfPuller {
       // sent by a servicer in the WeCom client: kept, not echoed to the 全媒体
       return { tenant, channel: "kf", key: m.id, message: m };
     }
-    return messageItem(tenant, m, { kind: "wecom", app: this.#o.appName });
+    return messageItem(tenant, m, { kind: "wecom", app: this.#o.appName }, this.#o.extraEntries);
   }
 }

@@ -23,23 +23,26 @@ export const CHANNEL_LABELS = ["app", "kf", "bot", "archive", OTHER] as const;
 /** Values of `wecom_bridge_callbacks_total{outcome}`. */
 export const CALLBACK_OUTCOMES = ["verified", "stored", "duplicate", "kf_wakeup", "stream_refresh", "bad_signature", "malformed", "bad_secret", "ip_refused", "too_large", "aborted", OTHER] as const;
 
+/** Values of `wecom_bridge_omni_requests_total{outcome}`: the 全媒体's staffService requests. */
+export const OMNI_REQUEST_OUTCOMES = ["queued", "duplicate", "30001", "30003", "30004", "30005", "30006", "30007", "30008", "30009", OTHER] as const;
+
 /** Values of `wecom_bridge_kf_pages_total{outcome}`. */
 export const KF_PAGE_OUTCOMES = ["messages", "empty", "error", OTHER] as const;
 
 /** Values of the outbox `kind` label. */
-export const OUTBOX_KINDS = ["omni", "media", OTHER] as const;
+export const OUTBOX_KINDS = ["omni", "media", "kf_send", "app_send", "bot_reply", OTHER] as const;
 
 /** Values of `wecom_bridge_delivery_attempts_total{outcome}`. */
-export const DELIVERY_OUTCOMES = ["done", "retry", "dead", "unavailable", OTHER] as const;
+export const DELIVERY_OUTCOMES = ["done", "retry", "dead", "unavailable", "refused", "paced", OTHER] as const;
 
 /** Values of `wecom_bridge_kf_pull_errors_total{class}` (the classes of `wecom/errcodes.ts`). */
 export const ERROR_CLASSES = ["transient", "token", "configuration", "final", OTHER] as const;
 
 /** Values of `wecom_bridge_retention_deleted_total{what}`. */
-export const RETENTION_WHAT = ["messages", "outbox", "ledger", "archive", "media", "partial_files", OTHER] as const;
+export const RETENTION_WHAT = ["messages", "outbox", "ledger", "archive", "state", "media", "partial_files", OTHER] as const;
 
 /** Values of `wecom_bridge_outbox_depth{state}`. */
-export const OUTBOX_STATES: readonly OutboxState[] = ["pending", "inflight", "done", "dead"];
+export const OUTBOX_STATES: readonly OutboxState[] = ["pending", "inflight", "done", "dead", "refused"];
 
 /** Values of the `api` label: the WeCom APIs the gateway calls (paths under `/cgi-bin/`, and `bot/media`). */
 export const WECOM_APIS = [
@@ -206,6 +209,13 @@ export class Metrics {
     name: "wecom_bridge_callbacks_total",
     help: "Inbound callbacks by channel and outcome",
     labels: { channel: CHANNEL_LABELS, outcome: CALLBACK_OUTCOMES },
+    registry: this.registry,
+  });
+  /** The 全媒体's staffService requests (agents' answers) by outcome: queued, duplicate, or the errcode answered. */
+  readonly omniRequests = new BoundedCounter({
+    name: "wecom_bridge_omni_requests_total",
+    help: "The 全媒体's staffService requests by outcome (queued, duplicate, or the errcode answered)",
+    labels: { outcome: OMNI_REQUEST_OUTCOMES },
     registry: this.registry,
   });
   /** Items whose key was already in the ledger. */

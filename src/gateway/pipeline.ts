@@ -20,12 +20,16 @@ export function isAccountLevel(message: UnifiedMessage): boolean {
   return message.channel === "kf" && !message.externalUserId;
 }
 
-/** Build the ledger item of a message: its media entries and its 全媒体 delivery. */
-export function messageItem(tenant: string, message: UnifiedMessage, source: MediaSource): IngestItem {
+/**
+ * Build the ledger item of a message: its media entries and its 全媒体 delivery, then `extra`
+ * entries (a handoff), written in the same transaction.
+ */
+export function messageItem(tenant: string, message: UnifiedMessage, source: MediaSource, extra?: (m: UnifiedMessage) => OutboxInsert[]): IngestItem {
   if (isAccountLevel(message)) return { tenant, channel: message.channel, key: message.id, message };
   const refs = mediaRefs(message.content);
   const outbox: OutboxInsert[] = refs.map((ref, index) => ({ kind: "media", conversationId: null, payload: { index, ref, source } satisfies MediaJob }));
   outbox.push({ kind: "omni", conversationId: message.conversationId, payload: { mediaCount: refs.length } satisfies OmniJob });
+  if (extra !== undefined) outbox.push(...extra(message));
   return { tenant, channel: message.channel, key: message.id, message, outbox };
 }
 

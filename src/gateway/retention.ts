@@ -31,6 +31,15 @@ export function retentionDays(days: Config["retention"]["days"], channel: Channe
   return (channel in days ? (days as Record<string, number | undefined>)[channel] : undefined) ?? days.default;
 }
 
+/**
+ * How long an idempotency key of the 全媒体 (`Tag.msgid`) is remembered, ms: as long as the ledger
+ * keeps inbound keys under the default retention.
+ */
+export function outboundKeyKeepMs(config: Pick<Config, "retention">): number {
+  const d = typeof config.retention.days === "number" ? config.retention.days : config.retention.days.default;
+  return Math.max(d, LEDGER_MIN_DAYS) * DAY_MS;
+}
+
 /** The cutoffs of one pruning run at time `now`. */
 export function pruneCutoffs(config: Pick<Config, "retention" | "mediaLinkTtlSec">, now: number): PruneCutoffs {
   const messagesBefore = {} as Record<Channel, number>;
@@ -47,6 +56,7 @@ export function pruneCutoffs(config: Pick<Config, "retention" | "mediaLinkTtlSec
     archiveBefore: messagesBefore.archive,
     mediaBefore: now - config.mediaLinkTtlSec * 1000,
     outboxBefore: now - defaultDays * DAY_MS,
+    stateBefore: now,
   };
 }
 
@@ -69,6 +79,8 @@ export interface RetentionRun {
   outbox: number;
   ledger: number;
   archive: number;
+  /** Expired shared state rows and outbound idempotency keys. */
+  state: number;
   media: number;
 }
 
@@ -124,7 +136,7 @@ export class Retention {
   }
 
   async #run(): Promise<RetentionRun> {
-    const total: RetentionRun = { messages: 0, outbox: 0, ledger: 0, archive: 0, media: 0 };
+    const total: RetentionRun = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: 0 };
     const now = this.#now();
     const cutoffs = pruneCutoffs(this.#o.config, now);
     // a download writes its partial file at least every delivery timeout: an hour-old one is dead
@@ -137,12 +149,12 @@ export class Retention {
     for (;;) {
       const r = await this.#o.store.pruneBatch(cutoffs, batch);
       await this.#account(r, total);
-      const removed = r.messages + r.outbox + r.ledger + r.archive + r.media.length;
+      const removed = r.messages + r.outbox + r.ledger + r.archive + r.state + r.media.length;
       if (removed === 0 || this.#stopped) break;
       // let requests through between batches
       await new Promise((resolve) => setImmediate(resolve));
     }
-    if (total.messages + total.outbox + total.ledger + total.archive + total.media > 0) this.#o.log.info("retention pruned", { ...total });
+    if (total.messages + total.outbox + total.ledger + total.archive + total.state + total.media > 0) this.#o.log.info("retention pruned", { ...total });
     return total;
   }
 
@@ -154,6 +166,7 @@ export class Retention {
     total.outbox += r.outbox;
     total.ledger += r.ledger;
     total.archive += r.archive;
+    total.state += r.state;
     total.media += r.media.length;
     const m = this.#o.metrics?.retentionDeleted;
     if (m) {
@@ -161,6 +174,7 @@ export class Retention {
       if (r.outbox) m.inc({ what: "outbox" }, r.outbox);
       if (r.ledger) m.inc({ what: "ledger" }, r.ledger);
       if (r.archive) m.inc({ what: "archive" }, r.archive);
+      if (r.state) m.inc({ what: "state" }, r.state);
       if (r.media.length) m.inc({ what: "media" }, r.media.length);
     }
   }

@@ -48,15 +48,31 @@ export function parseForwardedElement(element: string): string | undefined {
  * BlockList matches across the IPv4-mapped form both ways (`10.0.0.0/8` holds `::ffff:10.1.2.3`,
  * `::ffff:10.0.0.0/104` holds `10.1.2.3`), so entries are added as written.
  */
-function addEntry(list: BlockList, entry: string): void {
+function addEntry(list: BlockList, entry: string, what: string): void {
   const slash = entry.indexOf("/");
   const addr = slash < 0 ? entry : entry.slice(0, slash);
   const family = isIP(addr);
-  if (family === 0) throw new Error(`trustProxy: ${JSON.stringify(entry)} is not an address or CIDR`);
+  if (family === 0) throw new Error(`${what}: ${JSON.stringify(entry)} is not an address or CIDR`);
   const max = family === 4 ? 32 : 128;
   const prefix = slash < 0 ? max : Number(entry.slice(slash + 1));
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new Error(`trustProxy: ${JSON.stringify(entry)} has a bad prefix`);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new Error(`${what}: ${JSON.stringify(entry)} has a bad prefix`);
   list.addSubnet(addr, prefix, family === 4 ? "ipv4" : "ipv6");
+}
+
+/**
+ * A matcher of addresses against a list of addresses and CIDRs (already validated by the config):
+ * true when `address` is in one of them. An empty list matches nothing.
+ */
+export function addressMatcher(entries: readonly string[], what: string): (address: string | undefined) => boolean {
+  if (entries.length === 0) return () => false;
+  const list = new BlockList();
+  for (const entry of entries) addEntry(list, entry, what);
+  return (address) => {
+    if (address === undefined) return false;
+    const a = normalizeAddress(address);
+    const family = isIP(a);
+    return family !== 0 && list.check(a, family === 4 ? "ipv4" : "ipv6");
+  };
 }
 
 /** Finds the client's address of a request, given the proxies to trust. */
@@ -71,7 +87,7 @@ export class ClientAddress {
   constructor(trustProxy: readonly string[] = []) {
     if (trustProxy.length === 0) return;
     const list = new BlockList();
-    for (const entry of trustProxy) addEntry(list, entry);
+    for (const entry of trustProxy) addEntry(list, entry, "trustProxy");
     this.#trusted = list;
   }
 

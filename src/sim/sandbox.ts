@@ -46,8 +46,12 @@ export interface Sandbox {
   gateway: RunningGateway;
   wecom: WeComSimulator;
   omni: OmniSimulator;
-  /** Run the scripted conversation; resolves when every message reached the 全媒体. */
-  script(): Promise<{ delivered: number }>;
+  /**
+   * Run the scripted conversation: customers' messages to the 全媒体 on every channel, then agents'
+   * answers back to each channel (the bot's streamed), a refusal reported to the agent and a
+   * handoff. Resolves when everything arrived.
+   */
+  script(): Promise<{ delivered: number; answered: number }>;
   stop(): Promise<void>;
 }
 
@@ -101,6 +105,7 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
     },
     archive: { secret: SANDBOX.archiveSecret },
     omni: { baseUrl: omni.url, appId: SANDBOX.omniAppId, secret: SANDBOX.omniSecret },
+    handoff: { keywords: ["转人工"] },
     delivery: { maxAttempts: 10, baseDelayMs: 100, maxDelayMs: 1000, concurrency: 4, timeoutMs: 3000 },
   });
   const log = createLogger({ format: "silent" });
@@ -113,9 +118,20 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
   const watcher = setInterval(() => {
     for (; shown < omni.received.length; shown++) {
       const r = omni.received[shown];
-      if (r) w(`  全媒体 <=  ${r.body.FromUserId.padEnd(46)} ${r.body.MsgType.padEnd(8)} ${JSON.stringify(r.body.Content.length > 60 ? `${r.body.Content.slice(0, 60)}…` : r.body.Content)}\n`);
+      if (!r) continue;
+      const failed = r.body.MsgType === "event" && (r.body.Content === "send_failed" || r.body.Content === "send_waiting") ? ` ${JSON.stringify(r.body.Tag)}` : "";
+      w(`  全媒体 <=  ${r.body.FromUserId.padEnd(46)} ${r.body.MsgType.padEnd(8)} ${JSON.stringify(r.body.Content.length > 60 ? `${r.body.Content.slice(0, 60)}…` : r.body.Content)}${failed}\n`);
+    }
+    for (; answered < wecom.sent.length; answered++) {
+      const x = wecom.sent[answered];
+      if (x === undefined || x.api === "media/upload") continue;
+      const b = x.body;
+      const to = String(b.touser ?? b.code ?? "");
+      const shown = x.api === "aibot/response" ? "(response_url)" : JSON.stringify(((b.text ?? b.markdown) as { content?: string } | undefined)?.content ?? b.msgtype);
+      w(`  WeCom <=   ${x.api.padEnd(20)} ${to.padEnd(16)} ${shown}${x.delivered ? "" : ` (dropped: ${x.dropped})`}\n`);
     }
   }, 25);
+  let answered = 0;
 
   w(`wecom-bridge sandbox\n`);
   w(`  gateway    ${gateway.url}   (store ${config.store})\n`);
@@ -199,8 +215,54 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
       omni.setFailure(false);
       expected++;
       await wait();
-      w(`\n${omni.received.length} messages crossed the bridge, each once.\n`);
-      return { delivered: omni.received.length };
+      const delivered = omni.received.length;
+      w(`\n${delivered} messages crossed the bridge, each once.\n`);
+
+      const address = (prefix: string) => omni.received.find((r) => r.body.FromUserId.startsWith(prefix))?.body.FromUserId as string;
+      const agent = async (to: string, content: string, tag?: Record<string, unknown>) => {
+        const r = await omni.sendAgentReply({ ToUserId: to, WorkerNum: "8001", WorkerName: "小王", MsgType: "text", Content: content, ...(tag ? { Tag: tag } : {}) });
+        w(`  全媒体 =>  ${to.padEnd(46)} text     ${JSON.stringify(content)} → ${JSON.stringify(r.reply)}\n`);
+        return r.reply as { errcode: number; errmsg: string };
+      };
+      const sentCount = () => wecom.sent.filter((x) => x.api !== "media/upload" && x.delivered).length;
+      const until = async (check: () => boolean, what: string) => {
+        const end = Date.now() + 15_000;
+        while (!check()) {
+          if (Date.now() > end) throw new Error(`sandbox: timed out waiting for ${what}`);
+          await new Promise((r) => setTimeout(r, 25));
+        }
+        await new Promise((r) => setTimeout(r, 60));
+      };
+
+      step("7. Agents answer in the 全媒体: each answer goes back on the customer's channel");
+      await agent(address("app:"), "您的报销单已转财务审批，今天内完成");
+      await agent(address("kf:"), "很抱歉给您带来不便，已为您登记换货");
+      await until(() => sentCount() >= 2, "app and KF answers");
+
+      step("8. The bot's answer is streamed: WeCom polls the stream and sees the agent's text replace the placeholder");
+      const botTo = address("bot:");
+      await agent(botTo, "10 楼的小会议室下午有空，");
+      await agent(botTo, "需要我帮您预订吗？", { finish: true });
+      const stream = () => wecom.botStreams({ botId: SANDBOX.botId }).at(-1);
+      await until(() => stream()?.status === "finished", "the bot stream to finish");
+      for (const f of stream()?.frames ?? []) if (f.finish || f.source === "reply") w(`  WeCom <=   stream ${f.source.padEnd(6)} finish=${f.finish} ${JSON.stringify(f.content)}\n`);
+
+      step("9. WeCom's rules: a customer whose session a WeCom servicer took cannot be answered by the API");
+      await wecom.kfCustomerSends(SANDBOX.openKfId, "wmCUSTOMER0003", { msgtype: "text", text: { content: "我要退款" } });
+      await omni.waitFor(delivered + 1, 15_000);
+      const third = omni.received.at(-1)?.body.FromUserId as string;
+      wecom.setKfServiceState(SANDBOX.openKfId, "wmCUSTOMER0003", 3, "servicer01");
+      w(`  WeCom      a servicer takes wmCUSTOMER0003's session in the WeCom client (service_state 3)\n`);
+      await agent(third, "退款已受理");
+      await until(() => omni.received.some((r) => r.body.Content === "send_failed"), "the refusal notice");
+      await agent(third, "请问还有其他问题吗？");
+
+      step("10. Handoff: a customer asks for a human; the 全媒体 gets event.CLICK.RG after the message");
+      await wecom.kfCustomerSends(SANDBOX.openKfId, "wmCUSTOMER0001", { msgtype: "text", text: { content: "转人工" } });
+      await until(() => omni.received.some((r) => r.body.MsgType === "event.CLICK.RG"), "the handoff event");
+      const answered = sentCount();
+      w(`\n${answered} agent answers reached WeCom; the refused one was reported to the agent.\n`);
+      return { delivered, answered };
     },
     async stop() {
       clearInterval(watcher);

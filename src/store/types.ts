@@ -8,13 +8,22 @@ import type { Channel, UnifiedMessage } from "../model.js";
 
 /** What an outbox entry does. */
 export type OutboxKind =
-  /** deliver a stored message to the 全媒体 */
+  /** deliver a stored message (or a notice) to the 全媒体 */
   | "omni"
   /** fetch a message's media from WeCom into the media store */
-  | "media";
+  | "media"
+  /** an agent's answer (or a session operation) for a KF customer: kf/send_msg, send_msg_on_event, service_state/trans */
+  | "kf_send"
+  /** an agent's answer to a member of a self-built app: message/send */
+  | "app_send"
+  /** an agent's answer to an AI bot's user: into the conversation's stream, or its response_url */
+  | "bot_reply";
 
-/** Life of an outbox entry: pending → inflight → done, or back to pending (retry), or dead. */
-export type OutboxState = "pending" | "inflight" | "done" | "dead";
+/**
+ * Life of an outbox entry: pending → inflight → done, or back to pending (retry), or dead (an
+ * operator's alarm), or refused (WeCom's rule for that customer: final, not an alarm).
+ */
+export type OutboxState = "pending" | "inflight" | "done" | "dead" | "refused";
 
 /** An outbox entry to create. */
 export interface OutboxInsert {
@@ -40,6 +49,8 @@ export interface OutboxEntry {
   attempts: number;
   nextAttemptAt: number;
   lastError: string | null;
+  /** WeCom's errcode of a refused entry (0 for a refusal decided without a call). */
+  errcode: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -157,7 +168,8 @@ export interface MessageFilter {
 export type OutboxOutcome =
   | { state: "done" }
   | { state: "pending"; nextAttemptAt: number; error: string; countAttempt?: boolean }
-  | { state: "dead"; error: string };
+  | { state: "dead"; error: string }
+  | { state: "refused"; error: string; errcode: number };
 
 /** What {@link Store.pruneBatch} may remove: everything strictly older than these times (ms). */
 export interface PruneCutoffs {
@@ -176,8 +188,10 @@ export interface PruneCutoffs {
    * caller passes now - mediaLinkTtlSec. Media of a message with a live entry stays.
    */
   mediaBefore: number;
-  /** Outbox entries without a message (none today) in state `done` updated before this go. */
+  /** Outbox entries without a message (outbound answers, notices) in state `done` or `refused` updated before this go. */
   outboxBefore: number;
+  /** Shared state rows and outbound idempotency keys that expire before this go (the caller passes now). */
+  stateBefore: number;
 }
 
 /** What one {@link Store.pruneBatch} or {@link Store.eraseConversation} removed. */
@@ -186,6 +200,8 @@ export interface PruneResult {
   outbox: number;
   ledger: number;
   archive: number;
+  /** Shared state rows and outbound idempotency keys removed. */
+  state: number;
   /** Media rows removed: the caller deletes their files. */
   media: MediaRow[];
 }
@@ -195,6 +211,42 @@ export interface KfCursorListItem extends KfCursor {
   /** Stable paging key (newest account first). */
   id: number;
 }
+
+/** A shared state value to write: `expiresAt` (ms) lets retention remove it; null keeps it. */
+export interface StateWrite {
+  value: unknown;
+  expiresAt: number | null;
+}
+
+/**
+ * Input of {@link Store.acceptOutbound}: queue entries unless one of `keys` is known and live (a
+ * retry), after a rule check on a shared state value, all in one transaction.
+ */
+export interface OutboundAccept {
+  tenant: string;
+  /** Idempotency keys of the request; each is remembered until its `expiresAt` (ms). */
+  keys: { key: string; expiresAt: number }[];
+  /** Entries to queue (each in its lane). */
+  entries: OutboxInsert[];
+  now: number;
+  /**
+   * A rule checked against a shared state value (see {@link Store.updateState}) in the same
+   * transaction: it refuses (nothing is written, keys included), or returns the value to write,
+   * or undefined to leave it. Must be synchronous. It runs before the entries are written, so it
+   * may complete their payloads (e.g. how many parts of a text fit a budget).
+   */
+  rule?: {
+    key: string;
+    conversationId: string;
+    decide: (current: unknown) => { refuse: { errcode: number; errmsg: string } } | StateWrite | undefined;
+  };
+}
+
+/** What {@link Store.acceptOutbound} did. */
+export type OutboundAcceptResult =
+  | { outcome: "queued"; ids: number[] }
+  | { outcome: "duplicate" }
+  | { outcome: "refused"; errcode: number; errmsg: string };
 
 /** The store. Methods are async so that a networked engine can implement them. */
 export interface Store {
@@ -232,6 +284,8 @@ export interface Store {
   finishOutbox(id: number, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): Promise<void>;
   /** Put dead entries back to pending (all, or those ids); returns how many. */
   replayDead(ids: number[] | "all", now: number): Promise<number>;
+  /** One outbox entry by id. */
+  getOutbox(id: number): Promise<OutboxEntry | undefined>;
   /** Counts of outbox entries by state. */
   outboxCounts(): Promise<Record<OutboxState, number>>;
   listOutbox(states: OutboxState[], page: Page): Promise<OutboxEntry[]>;
@@ -266,6 +320,26 @@ export interface Store {
   eraseConversation(conversationId: string, tenant?: string): Promise<PruneResult>;
   /** Remove dead letters (all, or those last updated before `before` ms); returns how many. */
   purgeDead(before?: number): Promise<number>;
+
+  /**
+   * Queue outbound entries once per idempotency key, after a rule check (see
+   * {@link OutboundAccept}). A key that is known and not expired answers `duplicate` and writes
+   * nothing; an expired one is taken over.
+   */
+  acceptOutbound(input: OutboundAccept): Promise<OutboundAcceptResult>;
+
+  /**
+   * Shared state (KF session rules, bot streams, pacing, uploaded media ids): a JSON value by
+   * (tenant, key), visible to every process. Undefined when missing or expired.
+   */
+  getState(tenant: string, key: string, now: number): Promise<unknown>;
+  /**
+   * Read-modify-write of a shared state value in one transaction: `update` gets the current value
+   * (undefined when missing or expired) and returns the value to write, `null` to delete it, or
+   * undefined to leave it. Must be synchronous. Returns the value now stored. `conversationId`
+   * ties the row to a conversation (erased with it).
+   */
+  updateState(tenant: string, key: string, conversationId: string | null, now: number, update: (current: unknown) => StateWrite | null | undefined): Promise<unknown>;
 
   /**
    * A named value kept in the store (e.g. the generated media-link secret): the stored one, or

@@ -28,7 +28,7 @@ const json = (status: number, body: unknown): AdminResponse => ({ status, header
 /** A parameter the caller got wrong: answered 400 with errcode `bad_param`. */
 class BadParam extends Error {}
 
-const OUTBOX_STATES: readonly OutboxState[] = ["pending", "inflight", "done", "dead"];
+const OUTBOX_STATES: readonly OutboxState[] = ["pending", "inflight", "done", "dead", "refused"];
 /** Largest time or key accepted: beyond it is a caller's mistake, not a page. */
 const MAX_KEY = Number.MAX_SAFE_INTEGER;
 

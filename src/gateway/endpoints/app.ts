@@ -6,6 +6,7 @@
 import type { AppConfig } from "../../config.js";
 import { decodeAppXml } from "../../wecom/app/decode.js";
 import type { WeComCrypto } from "../../wecom/crypto.js";
+import { handoffEntries } from "../handoff.js";
 import { messageItem } from "../pipeline.js";
 import { wecomCallback } from "./callback.js";
 import { type EndpointContext, error, type GatewayRequest, type GatewayResponse, text } from "./http.js";
@@ -33,7 +34,7 @@ export async function appCallback(ctx: EndpointContext, name: string, app: AppEn
       }
       return text(200, "");
     }
-    const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "wecom", app: name }));
+    const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "wecom", app: name }, (m) => handoffEntries(ctx.config.handoff, m)));
     ctx.countStored("app", r.stored);
     return text(200, "");
   });

@@ -32,6 +32,7 @@ export class SimServer {
   readonly #failNext = new Map<string, { errcode: number; times: number }[]>();
   readonly #httpFailures = new Map<string, { status: number; times: number }[]>();
   readonly #delays = new Map<string, number>();
+  readonly #answerDelays = new Map<string, number>();
   /** Every request served (path without query), in order of completion. */
   readonly requests: WeComSimRequest[] = [];
 
@@ -84,10 +85,15 @@ export class SimServer {
     this.#failNext.set(api, list);
   }
 
-  /** Delay every answer of `api` by `ms` (0 removes the delay). */
-  setDelay(api: string, ms: number): void {
-    if (ms > 0) this.#delays.set(api, ms);
-    else this.#delays.delete(api);
+  /**
+   * Delay every answer of `api` by `ms` (0 removes the delay): before the call is handled
+   * (`before`, the default), or after (`after`: the call took effect, its answer is late, as when
+   * a connection dies between WeCom's work and its answer).
+   */
+  setDelay(api: string, ms: number, when: "before" | "after" = "before"): void {
+    const map = when === "before" ? this.#delays : this.#answerDelays;
+    if (ms > 0) map.set(api, ms);
+    else map.delete(api);
   }
 
   /** Answer the next `times` calls of `api` with HTTP `status` and an HTML body. */
@@ -184,7 +190,10 @@ export class SimServer {
     const fail = this.#consume(this.#failNext, api);
     try {
       if (fail !== undefined) throw new SimApiError(fail.errcode, fail.errcode === 0 ? "ok" : `simulated errcode ${fail.errcode}`);
-      return await handler(ctx);
+      const answer = await handler(ctx);
+      const late = this.#answerDelays.get(api);
+      if (late !== undefined) await this.#client.sleep(late);
+      return answer;
     } catch (e) {
       if (e instanceof SimApiError) return this.#errorAnswer(e, ctx.req);
       throw e;

@@ -205,9 +205,12 @@ export class WeComSimulator {
     this.#server.failNext(api, errcode, times);
   }
 
-  /** Delay every answer of `api` by `ms` (0 removes the delay). */
-  setDelay(api: string, ms: number): void {
-    this.#server.setDelay(api, ms);
+  /**
+   * Delay every answer of `api` by `ms` (0 removes the delay): before the call takes effect
+   * (default), or `after` it (the call took effect; its answer is late).
+   */
+  setDelay(api: string, ms: number, when: "before" | "after" = "before"): void {
+    this.#server.setDelay(api, ms, when);
   }
 
   /** Answer the next `times` (default 1) calls of `api` with HTTP `status` (e.g. 502) and an HTML body. */

@@ -21,10 +21,13 @@ import type {
   OutboxKind,
   OutboxOutcome,
   OutboxState,
+  OutboundAccept,
+  OutboundAcceptResult,
   Page,
   PruneCutoffs,
   PruneResult,
   Store,
+  StateWrite,
   StoredMessage,
   TokenRow,
 } from "../types.js";
@@ -46,6 +49,7 @@ function outboxFromRow(r: Row): OutboxEntry {
     attempts: r.attempts as number,
     nextAttemptAt: r.next_attempt_at as number,
     lastError: (r.last_error as string | null) ?? null,
+    errcode: (r.errcode as number | null | undefined) ?? null,
     createdAt: r.created_at as number,
     updatedAt: r.updated_at as number,
   };
@@ -157,7 +161,7 @@ interface FoldRow {
 }
 
 /** The states an outbox entry can be in (listings take any of them). */
-const STATES: ReadonlySet<string> = new Set<OutboxState>(["pending", "inflight", "done", "dead"]);
+const STATES: ReadonlySet<string> = new Set<OutboxState>(["pending", "inflight", "done", "dead", "refused"]);
 
 /**
  * A settings row the store bumps whenever it removes entries that may sit in a lane (erasure):
@@ -165,6 +169,8 @@ const STATES: ReadonlySet<string> = new Set<OutboxState>(["pending", "inflight",
  * when another process changed it.
  */
 const LANES_EPOCH = "store.lanesEpoch";
+/** States in which an entry is over (its message may be pruned). */
+const FINISHED: ReadonlySet<string> = new Set<OutboxState>(["done", "refused"]);
 
 /** Settings row: every message up to this seq is folded in (summaries, seq lists, blocks, late messages). */
 const FOLDED_SEQ = "store.foldedSeq";
@@ -716,6 +722,10 @@ export class SqliteStore implements Store {
           this.#stmt("UPDATE outbox SET state = 'dead', ready = 0, lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ?").run(outcome.error, now, id);
           this.#dequeue(id);
           break;
+        case "refused":
+          this.#stmt("UPDATE outbox SET state = 'refused', ready = 0, lease_until = NULL, last_error = ?, errcode = ?, updated_at = ? WHERE id = ?").run(outcome.error, outcome.errcode, now, id);
+          this.#dequeue(id);
+          break;
       }
       // follow-ups of a message erased meanwhile have nothing left to work on
       const seq = followUps?.messageSeq ?? null;
@@ -749,7 +759,7 @@ export class SqliteStore implements Store {
    * count over the outbox, and no write.
    */
   async outboxCounts(): Promise<Record<OutboxState, number>> {
-    const counts: Record<OutboxState, number> = { pending: 0, inflight: 0, done: 0, dead: 0 };
+    const counts: Record<OutboxState, number> = { pending: 0, inflight: 0, done: 0, dead: 0, refused: 0 };
     this.db.transaction(() => {
       for (const r of this.#stmt("SELECT state, n FROM outbox_counts WHERE tenant = ''").all() as Row[]) {
         if (STATES.has(r.state as string)) counts[r.state as OutboxState] = r.n as number;
@@ -982,7 +992,7 @@ export class SqliteStore implements Store {
   }
 
   #pruneTx(c: PruneCutoffs, limit: number): PruneResult {
-    const out: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, media: [] };
+    const out: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: [] };
     this.#foldTx();
     const scanMax = Math.max(1000, limit * 20);
     const chunk = Math.min(scanMax, Math.max(100, limit * 2));
@@ -1027,7 +1037,7 @@ export class SqliteStore implements Store {
           }
           if (receivedAt >= messagesBefore) continue;
           const own = JSON.parse(r.entries as string) as number[];
-          if (own.some((id) => ((entryState.get(id) as Row | undefined)?.state ?? "done") !== "done")) continue;
+          if (own.some((id) => !FINISHED.has(((entryState.get(id) as Row | undefined)?.state as string) ?? "done"))) continue;
           out.messages += dropMessage.run(seq).changes;
           for (const id of own) out.outbox += dropEntry.run(id).changes;
           if (!keyGone) unlinkKey.run(r.tenant, channel, r.key, seq);
@@ -1048,10 +1058,18 @@ export class SqliteStore implements Store {
       out.ledger += unlinked.run(channel, cutoff, limit - out.ledger).changes;
     }
 
-    // finished entries without a message
+    // finished entries without a message (outbound answers, notices)
     out.outbox += this.#stmt(
-      "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_orphan_done WHERE state = 'done' AND message_seq IS NULL AND updated_at < ? ORDER BY updated_at LIMIT ?)",
+      "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_orphan_finished WHERE state IN ('done', 'refused') AND message_seq IS NULL AND updated_at < ? ORDER BY updated_at LIMIT ?)",
     ).run(c.outboxBefore, limit).changes;
+
+    // expired shared state and outbound idempotency keys
+    out.state += this.#stmt(
+      "DELETE FROM shared_state WHERE (tenant, key) IN (SELECT tenant, key FROM shared_state INDEXED BY shared_state_expiry WHERE expires_at IS NOT NULL AND expires_at < ? ORDER BY expires_at LIMIT ?)",
+    ).run(c.stateBefore, limit).changes;
+    out.state += this.#stmt(
+      "DELETE FROM outbound_keys WHERE (tenant, key) IN (SELECT tenant, key FROM outbound_keys INDEXED BY outbound_keys_expiry WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
+    ).run(c.stateBefore, limit).changes;
 
     // session-archive pushes, oldest first, up to the first one received after the cutoff
     const pushes = this.#stmt("SELECT id, received_at FROM archive_pushes ORDER BY id LIMIT ?").all(limit) as Row[];
@@ -1102,7 +1120,7 @@ export class SqliteStore implements Store {
    */
   async eraseConversation(conversationId: string, tenant?: string): Promise<PruneResult> {
     const out = this.db.transaction((): PruneResult => {
-      const r: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, media: [] };
+      const r: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: [] };
       this.#foldTx();
       const args = tenant === undefined ? [] : [tenant];
       // its summaries and seq lists go first (the message trigger then finds nothing to update)
@@ -1145,6 +1163,7 @@ export class SqliteStore implements Store {
         conversationId,
         ...args,
       ).changes;
+      r.state += this.#stmt(`DELETE FROM shared_state INDEXED BY shared_state_conversation WHERE conversation_id = ?${orphans}`).run(conversationId, ...args).changes;
       if (r.outbox > 0) this.#bumpEpoch();
       return r;
     }).immediate();
@@ -1167,6 +1186,72 @@ export class SqliteStore implements Store {
       if (n < 1000) return total;
       await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  async getOutbox(id: number): Promise<OutboxEntry | undefined> {
+    const r = this.#stmt("SELECT * FROM outbox WHERE id = ?").get(id) as Row | undefined;
+    return r === undefined ? undefined : outboxFromRow(r);
+  }
+
+  async acceptOutbound(input: OutboundAccept): Promise<OutboundAcceptResult> {
+    const { tenant, now } = input;
+    return this.#lanes.run(() =>
+      this.db.transaction((): OutboundAcceptResult => {
+        this.#syncLanes();
+        const known = this.#stmt("SELECT expires_at FROM outbound_keys WHERE tenant = ? AND key = ?");
+        for (const k of input.keys) {
+          const r = known.get(tenant, k.key) as Row | undefined;
+          if (r !== undefined && (r.expires_at as number) >= now) return { outcome: "duplicate" };
+        }
+        let write: StateWrite | undefined;
+        if (input.rule !== undefined) {
+          const decided = input.rule.decide(this.#readState(tenant, input.rule.key, now));
+          if (decided !== undefined && "refuse" in decided) return { outcome: "refused", errcode: decided.refuse.errcode, errmsg: decided.refuse.errmsg };
+          write = decided;
+        }
+        const ids = input.entries.map((e) => this.#insertOutbox(tenant, null, e, now));
+        const remember = this.#stmt(
+          "INSERT INTO outbound_keys (tenant, key, outbox_id, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (tenant, key) DO UPDATE SET outbox_id = excluded.outbox_id, expires_at = excluded.expires_at",
+        );
+        for (const k of input.keys) remember.run(tenant, k.key, ids[0] ?? null, k.expiresAt);
+        if (write !== undefined && input.rule !== undefined) this.#writeState(tenant, input.rule.key, input.rule.conversationId, write, now);
+        return { outcome: "queued", ids };
+      }).immediate(),
+    );
+  }
+
+  /** A shared state value, undefined when missing or expired. */
+  #readState(tenant: string, key: string, now: number): unknown {
+    const r = this.#stmt("SELECT value, expires_at FROM shared_state WHERE tenant = ? AND key = ?").get(tenant, key) as Row | undefined;
+    if (r === undefined || (r.expires_at !== null && (r.expires_at as number) < now)) return undefined;
+    return JSON.parse(r.value as string);
+  }
+
+  #writeState(tenant: string, key: string, conversationId: string | null, w: StateWrite, now: number): void {
+    this.#stmt(
+      `INSERT INTO shared_state (tenant, key, conversation_id, value, expires_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (tenant, key) DO UPDATE SET conversation_id = excluded.conversation_id, value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at`,
+    ).run(tenant, key, conversationId, JSON.stringify(w.value ?? null), w.expiresAt, now);
+  }
+
+  async getState(tenant: string, key: string, now: number): Promise<unknown> {
+    return this.#readState(tenant, key, now);
+  }
+
+  async updateState(tenant: string, key: string, conversationId: string | null, now: number, update: (current: unknown) => StateWrite | null | undefined): Promise<unknown> {
+    return this.db
+      .transaction(() => {
+        const current = this.#readState(tenant, key, now);
+        const next = update(current);
+        if (next === undefined) return current;
+        if (next === null) {
+          this.#stmt("DELETE FROM shared_state WHERE tenant = ? AND key = ?").run(tenant, key);
+          return undefined;
+        }
+        this.#writeState(tenant, key, conversationId, next, now);
+        return next.value;
+      })
+      .immediate();
   }
 
   /** See {@link Store.getOrCreateSetting}. Names starting with `store.` are the store's own marks. */

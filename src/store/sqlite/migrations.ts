@@ -285,4 +285,36 @@ export const MIGRATIONS: readonly Migration[] = [
       END;
     `,
   },
+  {
+    version: 3,
+    name: "outbound: refused entries, outbound idempotency keys, shared state",
+    sql: `
+      -- a refused entry ends its life like a delivered one (pruned by time), with WeCom's errcode
+      ALTER TABLE outbox ADD COLUMN errcode INTEGER;
+      INSERT INTO outbox_counts (tenant, state, n) VALUES ('', 'refused', 0) ON CONFLICT (tenant, state) DO NOTHING;
+      DROP INDEX outbox_orphan_done;
+      CREATE INDEX outbox_orphan_finished ON outbox (updated_at) WHERE state IN ('done', 'refused') AND message_seq IS NULL;
+      -- idempotency keys of the 全媒体's requests (Tag.msgid, content within the window, replays)
+      CREATE TABLE outbound_keys (
+        tenant     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        outbox_id  INTEGER,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, key)
+      ) WITHOUT ROWID;
+      CREATE INDEX outbound_keys_expiry ON outbound_keys (expires_at);
+      -- state shared by every process: KF session rules, bot streams, pacing, uploaded media ids
+      CREATE TABLE shared_state (
+        tenant          TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        conversation_id TEXT,
+        value           TEXT NOT NULL,
+        expires_at      INTEGER,
+        updated_at      INTEGER NOT NULL,
+        PRIMARY KEY (tenant, key)
+      ) WITHOUT ROWID;
+      CREATE INDEX shared_state_conversation ON shared_state (conversation_id) WHERE conversation_id IS NOT NULL;
+      CREATE INDEX shared_state_expiry ON shared_state (expires_at) WHERE expires_at IS NOT NULL;
+    `,
+  },
 ];
