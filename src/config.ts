@@ -67,8 +67,12 @@ const botSchema = z.strictObject({
   botId: z.string().min(1),
   token: z.string().min(1),
   encodingAESKey: aesKey,
-  /** What the stream shows until an agent answers (an empty bubble is a defect). */
-  placeholder: z.string().min(1).max(2000).default(DEFAULT_BOT_PLACEHOLDER),
+  /** What the stream shows until an agent answers; "" (the old default) means the default: an empty bubble is a defect. */
+  placeholder: z
+    .string()
+    .max(20480)
+    .default(DEFAULT_BOT_PLACEHOLDER)
+    .transform((p) => (p === "" ? DEFAULT_BOT_PLACEHOLDER : p)),
   /** The stream finishes this long after the last agent message, seconds. */
   streamIdleSec: z.number().int().min(1).max(330).default(15),
   /** The stream finishes at the latest this long after the user's message, seconds (WeCom stops polling at 360). */

@@ -47,6 +47,23 @@ describe("config", () => {
     expect(c.wecom.bots[0]).toMatchObject({ placeholder: "正在为您转接人工客服…", streamIdleSec: 15, streamMaxSec: 330, timeoutText: "人工客服正在处理，稍后回复您" });
   });
 
+  it("keeps old bot configs working: the old empty placeholder means the new default", () => {
+    const raw = exampleConfig();
+    raw.wecom.bots[0].placeholder = "";
+    expect(parseConfig(raw).wecom.bots[0]?.placeholder).toBe("正在为您转接人工客服…");
+    raw.wecom.bots[0].placeholder = "稍等";
+    expect(parseConfig(raw).wecom.bots[0]?.placeholder).toBe("稍等");
+  });
+
+  it("outbound keys: omni.allowIps must be addresses or CIDRs; handoff and kf texts are optional", () => {
+    const raw = exampleConfig();
+    raw.omni.allowIps = ["10.0.0.0/8", "not-an-ip"];
+    expect(problems(raw)).toEqual(["omni.allowIps[1]: must be an IPv4/IPv6 address or CIDR"]);
+    const c = parseConfig(exampleConfig());
+    expect(c.omni).toMatchObject({ allowIps: [], timestampWindowSec: 300, dedupWindowSec: 60, mediaHosts: [] });
+    expect(c.handoff).toEqual({ keywords: [] });
+  });
+
   it("reports one line per wrong field, without echoing secrets", () => {
     const raw = exampleConfig();
     raw.publicUrl = "not a url";

@@ -175,6 +175,11 @@ describe("WeCom's rules", () => {
     const notice = await eventually(() => s.omni.conversation(address).find((b) => b.Content === "send_failed"), 8000);
     expect(notice.Tag).toMatchObject({ ref: "promo-7" });
     expect((notice.Tag as { reason: string }).reason).toContain("refuses");
+    // the entry WeCom could not deliver is refused, not done
+    const res = await fetch(`${s.gw.url}/admin/outbox?state=refused`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    const items = ((await res.json()) as { items: { kind: string; lastError: string }[] }).items;
+    expect(items.map((i) => i.kind)).toEqual(["kf_send"]);
+    expect(items[0]?.lastError).toContain("fail_type 10");
   });
 });
 
@@ -233,9 +238,12 @@ describe("sessions and handoff", () => {
     s.wecom.addKfServicer(KFID, "wangwu");
     await eventually(() => s.wecom.kfSession(KFID, CUSTOMER)?.serviceState === 1, 5000, "claimed");
     await s.wecom.kfCustomerSends(KFID, CUSTOMER, { msgtype: "text", text: { content: "人工服务", menu_id: "rg" } });
+    // the handoff is known with the message itself: an agent who answers it at once is refused
+    await eventually(() => s.omni.conversation(address).some((b) => b.Content === "人工服务"));
+    expect(((await s.omni.sendAgentReply({ ToUserId: address, MsgType: "text", Content: "x" })).reply as { errcode: number }).errcode).toBe(30009);
     await eventually(() => s.wecom.kfSession(KFID, CUSTOMER)?.serviceState === 3, 5000, "state 3");
     expect(s.wecom.kfSession(KFID, CUSTOMER)?.servicerUserId).toBe("wangwu");
-    await eventually(async () => ((await s.omni.sendAgentReply({ ToUserId: address, MsgType: "text", Content: "x" })).reply as { errcode: number }).errcode === 30009);
+    expect(kfSends(s)).toHaveLength(0);
     expect(s.omni.conversation(address).some((b) => b.MsgType === "event.CLICK.RG")).toBe(false);
   });
 });

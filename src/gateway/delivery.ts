@@ -322,9 +322,22 @@ export class DeliveryWorker {
     }
   }
 
-  /** Run an outbound entry with its sender and record what it made of it. */
+  /**
+   * Run an outbound entry with its sender and record what it made of it. A long attempt (an
+   * agent's 20 MB file, a slow upload) renews its lease every third of it, so that the entry is
+   * never claimed again while it runs.
+   */
   async #outbound(entry: OutboxEntry, sender: Sender): Promise<void> {
-    const r = await sender.send(entry);
+    const renew = setInterval(() => {
+      const now = this.#now();
+      this.#o.store.renewLease(entry.id, now + this.#leaseMs, now).catch((e: unknown) => this.#o.log.warn("lease not renewed", { outbox: entry.id, error: (e as Error).message }));
+    }, Math.max(1000, Math.floor(this.#leaseMs / 3)));
+    let r: Awaited<ReturnType<Sender["send"]>>;
+    try {
+      r = await sender.send(entry);
+    } finally {
+      clearInterval(renew);
+    }
     const now = this.#now();
     const followUps = r.state !== "later" && r.followUps !== undefined && r.followUps.length > 0 ? { tenant: entry.tenant, messageSeq: null, entries: r.followUps } : undefined;
     if (r.state === "done") {

@@ -30,7 +30,7 @@ import { Ingestor } from "./pipeline.js";
 import { AppSender } from "./outbound/app.js";
 import { BotSender } from "./outbound/bot.js";
 import { KfSender } from "./outbound/kf.js";
-import { observeKfStored } from "./outbound/kf-observer.js";
+import { kfInbound, observeKfStored } from "./outbound/kf-observer.js";
 import type { OutboundContext } from "./outbound/types.js";
 import { Retention } from "./retention.js";
 
@@ -141,13 +141,16 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
           log: this.log,
           metrics: this.metrics,
           now: this.#now,
-          extraEntries: (m) => handoffEntries(cfg.handoff, m),
+          extra: (m) => {
+            const kf = kfInbound(cfg, m);
+            return { entries: [...handoffEntries(cfg.handoff, m), ...kf.entries], ...(kf.effect ? { effect: kf.effect } : {}) };
+          },
           onStored: async (messages) => {
             for (const m of messages) this.#onStored?.(m);
             try {
               await observeKfStored(this, messages);
             } catch (e) {
-              this.log.error("KF session rules not updated", { error: (e as Error).message });
+              this.log.error("KF msg_send_fail not reported", { error: (e as Error).message });
             }
             this.delivery.notify();
           },
@@ -181,6 +184,16 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
     this.http.close();
   }
 
+  /** The path of the 全媒体's staffService endpoint. */
+  get omniPath(): string {
+    return `${this.config.omni.pathPrefix.replace(/\/+$/, "")}/staffService/message`;
+  }
+
+  /** True for a path whose endpoint answers an oversized body itself (the 全媒体's: HTTP 200 and an errcode). */
+  answersOversize(path: string): boolean {
+    return path === this.omniPath;
+  }
+
   /** New outbound entries were queued: wake the outbox worker. */
   notifyOutbound(): void {
     this.delivery.notify();
@@ -210,7 +223,7 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
       if (first === "wecom" && second === "app" && parts.length === 3) return await appCallback(this, third as string, this.#apps.get(third as string), req);
       if (first === "wecom" && second === "bot" && parts.length === 3) return await botCallback(this, third as string, this.#bots.get(third as string), req);
       if (req.path === "/archive/push") return await archivePush(this, req);
-      if (req.path === `${this.config.omni.pathPrefix.replace(/\/+$/, "")}/staffService/message`) return await omniMessage(this, req);
+      if (req.path === this.omniPath) return await omniMessage(this, req);
       if (req.path === "/healthz") return json(200, { status: "ok" });
       if (req.path === "/readyz") return (await this.store.ping()) ? json(200, { status: "ready", store: this.store.engine }) : json(503, { status: "store unreachable" });
       if (req.path === "/metrics") return { status: 200, headers: { "content-type": this.metrics.registry.contentType }, body: await this.metrics.registry.metrics() };

@@ -29,11 +29,11 @@
 import { type WeComClient, WeComApiError, type WeComCredentials } from "../clients/wecom.js";
 import type { Logger } from "../log.js";
 import type { KfMessage, UnifiedMessage } from "../model.js";
-import type { IngestItem, OutboxInsert, Store } from "../store/types.js";
+import type { IngestItem, Store } from "../store/types.js";
 import { CONFIGURATION_HINTS, errcodeLabel, type WeComErrorClass } from "../wecom/errcodes.js";
 import { backoffDelay } from "./delivery.js";
 import type { Metrics } from "./metrics.js";
-import { messageItem } from "./pipeline.js";
+import { type ItemExtras, messageItem } from "./pipeline.js";
 
 /** WeCom's answer to a `sync_msg` whose callback Token is no longer valid. */
 export const KF_STALE_TOKEN_ERRCODE = 95007;
@@ -83,8 +83,8 @@ export interface KfPullerOptions {
   now?: () => number;
   /** Called after a page stored new messages (those to be delivered); the next page waits for it. */
   onStored?: (messages: KfMessage[]) => void | Promise<void>;
-  /** Outbox entries added to a message's own, in the same transaction (a handoff). */
-  extraEntries?: (m: UnifiedMessage) => OutboxInsert[];
+  /** What the outbound half adds to a stored message, in the same transaction (a handoff, KF rules). */
+  extra?: (m: UnifiedMessage) => ItemExtras;
   /** Page size, 1..1000. Default 1000. */
   limit?: number;
   /** Pull every known account this often, seconds, after {@link KfPuller.start}; 0 or absent: never. */
@@ -355,6 +355,6 @@ export class KfPuller {
       // sent by a servicer in the WeCom client: kept, not echoed to the 全媒体
       return { tenant, channel: "kf", key: m.id, message: m };
     }
-    return messageItem(tenant, m, { kind: "wecom", app: this.#o.appName }, this.#o.extraEntries);
+    return messageItem(tenant, m, { kind: "wecom", app: this.#o.appName }, this.#o.extra);
   }
 }

@@ -7,7 +7,7 @@
  * @module
  */
 import type { UnifiedMessage } from "../model.js";
-import type { IngestItem, IngestResult, OutboxInsert, Store } from "../store/types.js";
+import type { IngestEffect, IngestItem, IngestResult, OutboxInsert, Store } from "../store/types.js";
 import type { MediaJob, MediaSource, OmniJob } from "./delivery.js";
 import { mediaRefs } from "./omni-map.js";
 
@@ -20,17 +20,26 @@ export function isAccountLevel(message: UnifiedMessage): boolean {
   return message.channel === "kf" && !message.externalUserId;
 }
 
+/** What the outbound half adds to an inbound item: entries after its own (a handoff), and a shared-state effect (KF rules). */
+export interface ItemExtras {
+  entries?: OutboxInsert[];
+  effect?: IngestEffect;
+}
+
 /**
- * Build the ledger item of a message: its media entries and its 全媒体 delivery, then `extra`
- * entries (a handoff), written in the same transaction.
+ * Build the ledger item of a message: its media entries and its 全媒体 delivery, then `extra`'s
+ * entries and effect, written in the same transaction.
  */
-export function messageItem(tenant: string, message: UnifiedMessage, source: MediaSource, extra?: (m: UnifiedMessage) => OutboxInsert[]): IngestItem {
+export function messageItem(tenant: string, message: UnifiedMessage, source: MediaSource, extra?: (m: UnifiedMessage) => ItemExtras): IngestItem {
   if (isAccountLevel(message)) return { tenant, channel: message.channel, key: message.id, message };
   const refs = mediaRefs(message.content);
   const outbox: OutboxInsert[] = refs.map((ref, index) => ({ kind: "media", conversationId: null, payload: { index, ref, source } satisfies MediaJob }));
   outbox.push({ kind: "omni", conversationId: message.conversationId, payload: { mediaCount: refs.length } satisfies OmniJob });
-  if (extra !== undefined) outbox.push(...extra(message));
-  return { tenant, channel: message.channel, key: message.id, message, outbox };
+  const more = extra?.(message);
+  if (more?.entries !== undefined) outbox.push(...more.entries);
+  const item: IngestItem = { tenant, channel: message.channel, key: message.id, message, outbox };
+  if (more?.effect !== undefined) item.effect = more.effect;
+  return item;
 }
 
 interface Pending {

@@ -151,7 +151,17 @@ export async function startHttpServer(gateway: Gateway, options: HttpServerOptio
     const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
     let body = "";
     const declared = declaredLength(req);
-    const refuse = (tooLarge: boolean) => {
+    const refuse = async (tooLarge: boolean) => {
+      if (tooLarge && gateway.answersOversize(path)) {
+        // the 全媒体's endpoint answers everything with HTTP 200 and its errcode, the signature first
+        const request: GatewayRequest = { method: req.method ?? "POST", path, query: parseQuery(q < 0 ? "" : rawUrl.slice(q + 1)), headers: req.headers, body: "", bodyTooLarge: true };
+        const client = clients.resolve(req.socket.remoteAddress, req.headers["x-forwarded-for"]);
+        if (client !== undefined) request.remoteAddress = client;
+        const r = await gateway.handle(request);
+        res.writeHead(r.status, { ...r.headers, connection: "close" });
+        res.end(typeof r.body === "string" || Buffer.isBuffer(r.body) ? r.body : "");
+        return;
+      }
       gateway.metrics.callbacks.inc({ channel: edgeChannel(path), outcome: tooLarge ? "too_large" : "aborted" });
       res.writeHead(tooLarge ? 413 : 400, jsonHeaders);
       res.end(JSON.stringify({ errcode: tooLarge ? "too_large" : "bad_request", errmsg: tooLarge ? `body larger than ${options.bodyLimit} bytes` : "request body could not be read" }));

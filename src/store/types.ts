@@ -70,6 +70,19 @@ export interface IngestItem {
   outbox?: OutboxInsert[];
   /** A session-archive push to record with the item (every push type is kept). */
   archive?: ArchivePushRow;
+  /**
+   * A change to a shared state value made with a new item, in the same transaction (KF session
+   * rules): `apply` gets the current value and returns the value to write (if any) and outbox
+   * entries it decided (added after the item's own). Must be synchronous. Not run for a known key.
+   */
+  effect?: IngestEffect;
+}
+
+/** See {@link IngestItem.effect}. */
+export interface IngestEffect {
+  key: string;
+  conversationId: string;
+  apply: (current: unknown) => { state?: StateWrite; entries?: OutboxInsert[] };
 }
 
 /** What happened to one ingested item. */
@@ -224,8 +237,12 @@ export interface StateWrite {
  */
 export interface OutboundAccept {
   tenant: string;
-  /** Idempotency keys of the request; each is remembered until its `expiresAt` (ms). */
-  keys: { key: string; expiresAt: number }[];
+  /**
+   * Idempotency keys of the request; each is remembered until its `expiresAt` (ms). A key marked
+   * `always` is remembered even when the request is a duplicate or refused (a byte-identical
+   * replay of a retry or of a refusal is then recognised too).
+   */
+  keys: { key: string; expiresAt: number; always?: boolean }[];
   /** Entries to queue (each in its lane). */
   entries: OutboxInsert[];
   now: number;
@@ -286,6 +303,13 @@ export interface Store {
   replayDead(ids: number[] | "all", now: number): Promise<number>;
   /** One outbox entry by id. */
   getOutbox(id: number): Promise<OutboxEntry | undefined>;
+  /** Extend the lease of an entry still in flight (a long attempt); false when it is not in flight. */
+  renewLease(id: number, until: number, now: number): Promise<boolean>;
+  /**
+   * Mark a delivered (`done`) entry `refused` after the fact (WeCom reported that it could not
+   * deliver it, e.g. KF `msg_send_fail`); false when the entry is not `done`.
+   */
+  refuseDelivered(id: number, errcode: number, error: string, now: number): Promise<boolean>;
   /** Counts of outbox entries by state. */
   outboxCounts(): Promise<Record<OutboxState, number>>;
   listOutbox(states: OutboxState[], page: Page): Promise<OutboxEntry[]>;

@@ -34,7 +34,7 @@ export async function appCallback(ctx: EndpointContext, name: string, app: AppEn
       }
       return text(200, "");
     }
-    const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "wecom", app: name }, (m) => handoffEntries(ctx.config.handoff, m)));
+    const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "wecom", app: name }, (m) => ({ entries: handoffEntries(ctx.config.handoff, m) })));
     ctx.countStored("app", r.stored);
     return text(200, "");
   });

@@ -44,7 +44,7 @@ export async function botCallback(ctx: EndpointContext, name: string, bot: BotEn
       return reply(await refreshBotStream(ctx.store, ctx.tenant, bot.cfg, { botId: msg.botId, streamId: msg.content.streamId, address: msg.conversationId }, ctx.now()));
     }
     // events (template_card_event included) go to the 全媒体 as event messages, like messages
-    const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "bot", bot: name }, (m) => handoffEntries(ctx.config.handoff, m)));
+    const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "bot", bot: name }, (m) => ({ entries: handoffEntries(ctx.config.handoff, m) })));
     ctx.countStored("bot", r.stored);
     if (msg.content.type === "event") return text(200, "");
     // a new message opens its stream; WeCom's retry of the callback (same msgid, so the same

@@ -23,6 +23,8 @@ export interface GatewayRequest {
   body: string;
   /** The client's address (behind `trustProxy`, the one X-Forwarded-For names). */
   remoteAddress?: string;
+  /** The body was larger than `limits.bodyBytes` and was not read (`body` is empty). */
+  bodyTooLarge?: boolean;
 }
 
 /** An answer. A `Readable` body (a media file) is streamed to the client. */

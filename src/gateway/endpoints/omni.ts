@@ -6,11 +6,12 @@
  * Every answer is HTTP 200 with `{"errcode", "errmsg"}`, as the vendor's servers answer; errcode 0
  * only once the message is durably queued (or was queued before: a retry). The checks run in this
  * order, the first failure answering: 30001 signature or timestamp missing; 30003 a caller outside
- * `omni.allowIps`, a bad signature or a stale timestamp; 30005 bad JSON or a field missing or
- * wrong; 30006 an unknown `ToUserId`; 30007 a MsgType its channel cannot carry; 30008 a
- * conversation that cannot be answered (session archive, a KF account itself); 30009 refused by a
- * WeCom rule known before sending (KF: session state, 48 hours, 5 messages); 30004 the store
- * failed. Nothing about the body is looked at before the signature is checked.
+ * `omni.allowIps`, a bad signature or a stale timestamp; 30005 not a POST, bad JSON, a field
+ * missing, or a message incomplete for its MsgType; 30006 an unknown `ToUserId`; 30007 a MsgType
+ * its channel cannot carry; 30008 a conversation that cannot be answered (session archive, a KF
+ * account itself); 30005 again for what only the channel requires (a KF link's picture); 30009
+ * refused by a WeCom rule known before sending (KF: session state, 48 hours, 5 messages); 30004
+ * the store failed. Nothing about the body is looked at before the signature is checked.
  *
  * Idempotency: the signature does not cover the body, so the gateway keeps keys. `Tag.msgid` (a
  * string) is the key when present (remembered as long as the ledger keeps keys); otherwise
@@ -24,9 +25,10 @@ import { addressMatcher } from "../../http/client-address.js";
 import { type OmniFromBody, OmniError, omniReply, parseOmniBody, verifyOmniSignature } from "../../omni/index.js";
 import { type ConversationAddress, parseConversationAddress } from "../../wecom/address.js";
 import { splitUtf8 } from "../../wecom/text-split.js";
-import { type AppJob, type BotJob, type KfJob, keyHash, tagMsgId } from "../outbound/types.js";
+import { botConversationKey } from "../outbound/bot.js";
+import { type AppJob, type BotJob, type KfJob, keyHash, tagMsgId, tagValue } from "../outbound/types.js";
 import { decideKfSend, type KfRulesState, kfRulesExpiry, kfRulesKey } from "../outbound/kf-rules.js";
-import { KF_MSG_TYPES, KF_TEXT_MAX_BYTES, kfMessageProblem } from "../outbound/kf.js";
+import { KF_MSG_TYPES, KF_TEXT_MAX_BYTES } from "../outbound/kf.js";
 import { outboundKeyKeepMs } from "../retention.js";
 import type { OutboundAccept, OutboxInsert } from "../../store/types.js";
 import { type EndpointContext, type GatewayRequest, type GatewayResponse, json } from "./http.js";
@@ -71,43 +73,83 @@ function allowed(cfg: Config["omni"], address: string | undefined): boolean {
 /** Where a ToUserId goes: the outbox kind and lane, or the errcode that refuses it. */
 type Route = { kind: "kf_send" | "app_send" | "bot_reply"; address: ConversationAddress } | { errcode: number; errmsg: string };
 
+const UNKNOWN = { errcode: OmniReplyErrcode.UnknownToUserId, errmsg: "unknown ToUserId: not a conversation address of this gateway" };
+
 async function route(ctx: EndpointContext, toUserId: string, msgType: string): Promise<Route> {
   const a = parseConversationAddress(toUserId);
-  const unknown = { errcode: OmniReplyErrcode.UnknownToUserId, errmsg: "unknown ToUserId: not a conversation address of this gateway" };
-  if (a === undefined) return unknown;
+  if (a === undefined) return UNKNOWN;
   const cfg = ctx.config;
+  const known = async (key: string) => (await ctx.store.getState(ctx.tenant, key, ctx.now())) !== undefined;
   switch (a.channel) {
     case "archive":
       return { errcode: OmniReplyErrcode.NotAnswerable, errmsg: "session-archive conversations are a record of staff chats, not a channel: they cannot be answered" };
     case "kf_account":
       return { errcode: OmniReplyErrcode.NotAnswerable, errmsg: "a KF account's own address cannot be answered: use the customer's address kf:{corpId}:{openKfId}:{externalUserId}" };
     case "kf": {
-      if (a.corpId !== ctx.tenant || (await ctx.store.getKfCursor(ctx.tenant, a.openKfId)) === undefined) return unknown;
+      // a customer the gateway has seen write (its rules are kept 30 days after the last message)
+      if (a.corpId !== ctx.tenant || !(await known(kfRulesKey(toUserId)))) return { ...UNKNOWN, errmsg: "unknown ToUserId: no KF customer with that address has written" };
       if (!KF_MSG_TYPES.has(msgType)) return { errcode: OmniReplyErrcode.MsgTypeNotCarried, errmsg: `a KF customer cannot be sent MsgType ${msgType}` };
       return { kind: "kf_send", address: a };
     }
     case "app": {
-      if (a.corpId !== ctx.tenant || !cfg.wecom.apps.some((x) => x.agentId === a.agentId)) return unknown;
+      // any member of a configured app may be written to (apps may message members first)
+      if (a.corpId !== ctx.tenant || !cfg.wecom.apps.some((x) => x.agentId === a.agentId)) return { ...UNKNOWN, errmsg: "unknown ToUserId: no self-built app with that agentId is configured" };
       if (!APP_MSG_TYPES.has(msgType)) return { errcode: OmniReplyErrcode.MsgTypeNotCarried, errmsg: `a self-built app's member cannot be sent MsgType ${msgType}` };
       return { kind: "app_send", address: a };
     }
     case "bot": {
-      if (!cfg.wecom.bots.some((b) => b.botId === a.botId)) return unknown;
+      if (!cfg.wecom.bots.some((b) => b.botId === a.botId) || !(await known(botConversationKey(toUserId)))) {
+        return { ...UNKNOWN, errmsg: "unknown ToUserId: no user of that bot has written in that chat" };
+      }
       if (!BOT_MSG_TYPES.has(msgType)) return { errcode: OmniReplyErrcode.MsgTypeNotCarried, errmsg: `an AI bot's stream carries text and markdown, not MsgType ${msgType}` };
       return { kind: "bot_reply", address: a };
     }
   }
 }
 
-/** What is wrong with the body for its channel (30005), in one line; undefined when nothing. */
-function bodyProblem(kind: "kf_send" | "app_send" | "bot_reply", body: OmniFromBody): string | undefined {
-  if (body.Tag !== undefined && (typeof body.Tag !== "object" || body.Tag === null || Array.isArray(body.Tag))) return "Tag must be a JSON object";
-  const msgid = (body.Tag as Record<string, unknown> | undefined)?.msgid;
-  if (msgid !== undefined && (typeof msgid !== "string" || msgid === "" || msgid.length > 128)) return "Tag.msgid must be a string of 1-128 characters";
-  if (kind === "kf_send") return kfMessageProblem(body.MsgType, body.Content, body.Tag);
-  if (body.MsgType === "text" || body.MsgType === "markdown") return body.Content.trim() === "" ? "Content is empty" : undefined;
-  if (body.MsgType === "link") return undefined;
-  return /^https?:\/\//i.test(body.Content) ? undefined : "Content must be the file's http(s) URL";
+function num(v: unknown): number | undefined {
+  const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
+  return typeof n === "number" && Number.isFinite(n) ? n : undefined;
+}
+
+const isHttpUrl = (v: unknown) => typeof v === "string" && /^https?:\/\/[^\s]+$/i.test(v);
+const isObject = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/**
+ * What is wrong with a message whatever its channel (30005, checked before the route), in one
+ * line; undefined when nothing. Tag is free JSON: only the keys a MsgType needs are read.
+ */
+function bodyProblem(body: OmniFromBody): string | undefined {
+  const { MsgType: type, Content: content, Tag: tag } = body;
+  switch (type) {
+    case "text":
+    case "markdown":
+      // a bot message may carry only Tag.finish or a template card
+      if (content.trim() === "" && tagValue(tag, "finish") !== true && !isObject(tagValue(tag, "template_card"))) return "Content is empty";
+      return undefined;
+    case "image":
+    case "voice":
+    case "video":
+    case "file":
+      return isHttpUrl(content) ? undefined : "Content must be the file's http(s) URL";
+    case "location":
+      return num(tagValue(tag, "latitude")) === undefined || num(tagValue(tag, "longitude")) === undefined ? "location needs Tag.latitude and Tag.longitude" : undefined;
+    case "link":
+      return isHttpUrl(tagValue(tag, "url") ?? content) ? undefined : "link needs Tag.url (or Content) as an http(s) URL";
+    case "miniprogram":
+    case "msgmenu":
+      return isObject(tagValue(tag, type)) ? undefined : `${type} needs Tag.${type} in kf/send_msg's shape`;
+    default:
+      return undefined; // the route answers 30007
+  }
+}
+
+/** What is wrong with a message for its channel (30005, after the route); undefined when nothing. */
+function channelProblem(kind: Route & { kind: string }, body: OmniFromBody): string | undefined {
+  if (kind.kind === "bot_reply") return undefined;
+  if ((body.MsgType === "text" || body.MsgType === "markdown") && body.Content.trim() === "") return "Content is empty";
+  if (kind.kind === "kf_send" && body.MsgType === "link" && !isHttpUrl(tagValue(body.Tag, "picUrl"))) return "a KF link needs Tag.picUrl (WeCom shows it with a thumbnail)";
+  return undefined;
 }
 
 /** Answer one staffService request of the 全媒体. */
@@ -133,6 +175,14 @@ export async function omniMessage(ctx: OmniEndpointContext, req: GatewayRequest)
     count(String(e.errcode));
     return answer(e.errcode, e.message.replace(/^\d+ /, ""));
   }
+  if (req.method !== "POST") {
+    count("30005");
+    return answer(30005, "use POST with a JSON body");
+  }
+  if (req.bodyTooLarge === true) {
+    count("30005");
+    return answer(30005, `the body is larger than limits.bodyBytes (${ctx.config.limits.bodyBytes} bytes)`);
+  }
   let body: OmniFromBody;
   try {
     const parsed = parseOmniBody(req.body);
@@ -143,19 +193,25 @@ export async function omniMessage(ctx: OmniEndpointContext, req: GatewayRequest)
     count("30005");
     return answer(30005, e.message.replace(/^omni: /, ""));
   }
+  const problem = bodyProblem(body);
+  if (problem !== undefined) {
+    count("30005");
+    return answer(30005, problem);
+  }
   const r = await route(ctx, body.ToUserId, body.MsgType);
   if ("errcode" in r) {
     count(String(r.errcode));
     return answer(r.errcode, r.errmsg);
   }
-  const problem = bodyProblem(r.kind, body);
-  if (problem !== undefined) {
+  const wrong = channelProblem(r, body);
+  if (wrong !== undefined) {
     count("30005");
-    return answer(30005, problem);
+    return answer(30005, wrong);
   }
 
   const msgid = tagMsgId(body.Tag);
-  const keys: OutboundAccept["keys"] = [{ key: `r:${keyHash(timestamp, signature.toLowerCase(), req.body)}`, expiresAt: Number(timestamp) + windowMs + 1000 }];
+  // the replay key outlives a duplicate or a refusal: a byte-identical replay is never acted on
+  const keys: OutboundAccept["keys"] = [{ key: `r:${keyHash(timestamp, signature.toLowerCase(), req.body)}`, expiresAt: Number(timestamp) + windowMs + 1000, always: true }];
   if (msgid !== undefined) keys.push({ key: `m:${keyHash(msgid)}`, expiresAt: now + outboundKeyKeepMs(ctx.config) });
   else if (ctx.config.omni.dedupWindowSec > 0) {
     keys.push({ key: `c:${keyHash(body.ToUserId, body.ServiceId ?? "", body.MsgType, body.Content)}`, expiresAt: now + ctx.config.omni.dedupWindowSec * 1000 });
@@ -172,6 +228,7 @@ export async function omniMessage(ctx: OmniEndpointContext, req: GatewayRequest)
         const d = decideKfSend(current as KfRulesState | undefined, parts, now);
         if ("refuse" in d) return { refuse: { errcode: d.refuse.errcode, errmsg: `${d.refuse.errcode} ${d.refuse.reason}` } };
         if (d.allowed < parts) job.allowedParts = d.allowed;
+        if (d.next.customerAt !== undefined) job.chargedFor = d.next.customerAt;
         return { value: d.next, expiresAt: kfRulesExpiry(d.next, now) };
       },
     };

@@ -1,18 +1,22 @@
 /**
- * What the KF messages the puller stores mean for the outbound half: the conversation's sending
- * rules (a customer's message renews the 48-hour window and the budget; session events change the
- * state), a new session claimed for the API (`kf.claimSessions`: `service_state/trans` to 1), the
- * `kf.welcomeText` on enter_session and the `kf.closingText` when a session ends (their codes are
- * valid 20 s), and WeCom's `msg_send_fail` reports of our own messages, told to the 全媒体.
+ * What stored KF items mean for the outbound half.
  *
- * Runs after each stored page, before the next one. Entries it queues carry idempotency keys
- * derived from the item, so that observing an item twice queues nothing twice.
+ * With the item, in its ingest transaction ({@link kfInbound}): the conversation's sending rules
+ * (a customer's message renews the 48-hour window and the budget; session events change the
+ * state; a handoff to a WeCom servicer marks the session taken at once), a new session claimed for
+ * the API (`kf.claimSessions`: `service_state/trans` to 1), the `kf.welcomeText` on enter_session
+ * and the `kf.closingText` when a session ends (their codes are valid 20 s). So a 全媒体 answer that
+ * comes right after the customer's message already sees the renewed rules.
+ *
+ * After the page is stored ({@link observeKfStored}): WeCom's `msg_send_fail` reports of our own
+ * messages, told to the 全媒体, their entries marked `refused`.
  * @module
  */
-import type { KfMessage } from "../../model.js";
-import type { OutboxInsert } from "../../store/types.js";
-import { outboundKeyKeepMs } from "../retention.js";
-import { isNewSession, type KfRulesState, kfRulesExpiry, kfRulesKey, observeKf } from "./kf-rules.js";
+import type { Config } from "../../config.js";
+import type { KfMessage, UnifiedMessage } from "../../model.js";
+import type { IngestEffect, OutboxInsert } from "../../store/types.js";
+import { asksForHuman } from "../handoff.js";
+import { isNewSession, KF_BUDGET, type KfRulesState, kfRulesExpiry, kfRulesKey, observeKf } from "./kf-rules.js";
 import { entryOfMsgId, msgIdSalt } from "./kf.js";
 import { type AgentMessageJob, failureNotice, type KfJob, messageRef, type OutboundContext } from "./types.js";
 
@@ -32,56 +36,72 @@ export const KF_FAIL_TYPES: Readonly<Record<number, string>> = {
   12: "the message type is banned",
 };
 
-/** Observe stored KF items, in order (see the module comment). */
+/** fail_type 6: over the 5-message budget. */
+const FAIL_OVER_BUDGET = 6;
+
+/** The outbox entries and the rules change a stored KF item brings (see the module comment). */
+export function kfInbound(config: Pick<Config, "kf" | "handoff">, m: UnifiedMessage): { entries: OutboxInsert[]; effect?: IngestEffect } {
+  if (m.channel !== "kf" || m.externalUserId === undefined) return { entries: [] };
+  const entries: OutboxInsert[] = [];
+  const address = m.conversationId;
+  const c = m.content;
+  if (c.type === "event") {
+    const e = c.event;
+    if (e.name === "enter_session" && e.welcomeCode !== undefined && config.kf.welcomeText !== undefined) {
+      entries.push({ kind: "kf_send", conversationId: address, payload: { op: "on_event", code: e.welcomeCode, text: config.kf.welcomeText, what: "welcome" } satisfies KfJob });
+    }
+    if (e.name === "session_status_change" && e.changeType === 3 && e.msgCode !== undefined && config.kf.closingText !== undefined) {
+      entries.push({ kind: "kf_send", conversationId: address, payload: { op: "on_event", code: e.msgCode, text: config.kf.closingText, what: "closing" } satisfies KfJob });
+    }
+  }
+  const servicer = config.handoff.toWeComServicer;
+  const handedOver = servicer !== undefined && asksForHuman(config.handoff, m);
+  const overBudget = c.type === "event" && c.event.name === "msg_send_fail" && c.event.failType === FAIL_OVER_BUDGET;
+  const externalUserId = m.externalUserId;
+  const effect: IngestEffect = {
+    key: kfRulesKey(address),
+    conversationId: address,
+    apply: (current) => {
+      const before = current as KfRulesState | undefined;
+      let next = observeKf(before, m);
+      const out: OutboxInsert[] = [];
+      if (config.kf.claimSessions && !handedOver && isNewSession(before, next)) {
+        out.push({ kind: "kf_send", conversationId: address, payload: { op: "trans", openKfId: m.openKfId, externalUserId, serviceState: 1 } satisfies KfJob });
+      }
+      // the handoff's service_state/trans follows in the lane; from now on the 全媒体 is refused
+      if (handedOver) next = { ...(next ?? before ?? { used: 0 }), serviceState: 3, servicerUserId: servicer };
+      if (overBudget) next = { ...(next ?? before ?? { used: 0 }), used: KF_BUDGET };
+      const now = m.time;
+      return { entries: out, ...(next !== undefined ? { state: { value: next, expiresAt: kfRulesExpiry(next, now) } } : {}) };
+    },
+  };
+  return { entries, effect };
+}
+
+/** Observe stored KF items after their page is stored: `msg_send_fail` of our own messages. */
 export async function observeKfStored(ctx: OutboundContext, messages: readonly KfMessage[]): Promise<void> {
-  const cfg = ctx.config.kf;
   for (const m of messages) {
-    if (m.externalUserId === undefined) continue;
-    const address = m.conversationId;
-    const now = ctx.now();
-    let before: KfRulesState | undefined;
-    const after = (await ctx.store.updateState(ctx.tenant, kfRulesKey(address), address, now, (cur) => {
-      before = cur as KfRulesState | undefined;
-      const next = observeKf(before, m);
-      return next === undefined ? undefined : { value: next, expiresAt: kfRulesExpiry(next, now) };
-    })) as KfRulesState | undefined;
-    const queue: { key: string; entry: OutboxInsert }[] = [];
-    if (cfg.claimSessions && isNewSession(before, after)) {
-      const job: KfJob = { op: "trans", openKfId: m.openKfId, externalUserId: m.externalUserId, serviceState: 1 };
-      queue.push({ key: `claim:${m.id}`, entry: { kind: "kf_send", conversationId: address, payload: job } });
-    }
     const c = m.content;
-    if (c.type === "event") {
-      const e = c.event;
-      if (e.name === "enter_session" && e.welcomeCode !== undefined && cfg.welcomeText !== undefined) {
-        const job: KfJob = { op: "on_event", code: e.welcomeCode, text: cfg.welcomeText, what: "welcome" };
-        queue.push({ key: `welcome:${m.id}`, entry: { kind: "kf_send", conversationId: address, payload: job } });
-      }
-      if (e.name === "session_status_change" && e.changeType === 3 && e.msgCode !== undefined && cfg.closingText !== undefined) {
-        const job: KfJob = { op: "on_event", code: e.msgCode, text: cfg.closingText, what: "closing" };
-        queue.push({ key: `closing:${m.id}`, entry: { kind: "kf_send", conversationId: address, payload: job } });
-      }
-      if (e.name === "msg_send_fail") {
-        const notice = await failNotice(ctx, address, e.failMsgId, e.failType);
-        if (notice !== undefined) queue.push({ key: `fail:${m.id}`, entry: notice });
-      }
-    }
-    for (const q of queue) {
-      await ctx.store.acceptOutbound({ tenant: ctx.tenant, keys: [{ key: `kf:${q.key}`, expiresAt: now + outboundKeyKeepMs(ctx.config) }], entries: [q.entry], now });
-    }
+    if (m.externalUserId === undefined || c.type !== "event" || c.event.name !== "msg_send_fail") continue;
+    await reportSendFail(ctx, m.conversationId, c.event.failMsgId, c.event.failType, m.id);
   }
 }
 
-/** The notice of a msg_send_fail for one of our messages (undefined for a message the gateway did not send). */
-async function failNotice(ctx: OutboundContext, address: string, failMsgId: string, failType: number): Promise<OutboxInsert | undefined> {
+/** Tell the 全媒体 that WeCom could not deliver one of our messages, and mark its entry refused. */
+async function reportSendFail(ctx: OutboundContext, address: string, failMsgId: string, failType: number, itemId: string): Promise<void> {
   const id = entryOfMsgId(await msgIdSalt(ctx), failMsgId);
   const entry = id === undefined ? undefined : await ctx.store.getOutbox(id);
   const job = entry?.kind === "kf_send" ? (entry.payload as KfJob) : undefined;
-  if (job === undefined || job.op !== "message") {
+  if (entry === undefined || job === undefined || job.op !== "message") {
     ctx.log.info("msg_send_fail for a message the gateway did not send", { conversation: address });
-    return undefined;
+    return;
   }
   const body = (job as AgentMessageJob).body;
   const reason = KF_FAIL_TYPES[failType] ?? `WeCom could not deliver it (fail_type ${failType})`;
-  return failureNotice(address, body.ServiceId, "send_failed", { errcode: 0, errmsg: `msg_send_fail fail_type ${failType}`, reason, ref: messageRef(body) });
+  const errmsg = `msg_send_fail fail_type ${failType}`;
+  const now = ctx.now();
+  await ctx.store.refuseDelivered(entry.id, 0, `${errmsg}: ${reason}`, now);
+  const notice = failureNotice(address, body.ServiceId, "send_failed", { errcode: 0, errmsg, reason, ref: messageRef(body) });
+  // keyed by the event's item: observing it twice tells the 全媒体 once
+  await ctx.store.acceptOutbound({ tenant: ctx.tenant, keys: [{ key: `kf:fail:${itemId}`, expiresAt: now + 7 * 86_400_000 }], entries: [notice], now });
 }

@@ -32,10 +32,16 @@ export function kfRulesKey(address: string): string {
   return `kfrules:${address}`;
 }
 
-/** How long the rules of a conversation are worth keeping: the window after the customer's last message, plus a day. */
+/**
+ * How long the rules of a conversation are kept: 30 days after the customer's last message (or
+ * the last change). A conversation without rules is one the gateway does not know (30006).
+ */
 export function kfRulesExpiry(state: KfRulesState, now: number): number {
-  return Math.max(now, state.customerAt ?? now) + KF_SEND_WINDOW_MS + 24 * 3600 * 1000;
+  return Math.max(now, state.customerAt ?? now) + KF_RULES_KEEP_MS;
 }
+
+/** See {@link kfRulesExpiry}. */
+export const KF_RULES_KEEP_MS = 30 * 24 * 3600 * 1000;
 
 /** A refusal by a rule: WeCom's errcode and a readable reason. */
 export interface KfRuleRefusal {

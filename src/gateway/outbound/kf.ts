@@ -14,6 +14,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { WeComApiError, type WeComCredentials } from "../../clients/wecom.js";
+import { BridgeError } from "../../errors.js";
 import type { OutboxEntry } from "../../store/types.js";
 import { type ConversationAddress, parseConversationAddress } from "../../wecom/address.js";
 import { splitUtf8 } from "../../wecom/text-split.js";
@@ -43,37 +44,10 @@ function str(v: unknown): string | undefined {
   return typeof v === "string" && v !== "" ? v : undefined;
 }
 
-/**
- * What is wrong with an agent's message for a KF customer, in one line (the endpoint answers 30005
- * with it); undefined when it can be sent.
- */
-export function kfMessageProblem(msgType: string, content: string, tag: unknown): string | undefined {
-  switch (msgType) {
-    case "text":
-      return content.trim() === "" ? "Content is empty" : undefined;
-    case "image":
-    case "voice":
-    case "video":
-    case "file":
-      return /^https?:\/\//i.test(content) ? undefined : "Content must be the file's http(s) URL";
-    case "location":
-      return num(tagValue(tag, "latitude")) === undefined || num(tagValue(tag, "longitude")) === undefined ? "location needs Tag.latitude and Tag.longitude" : undefined;
-    case "link": {
-      const url = str(tagValue(tag, "url")) ?? content;
-      if (!/^https?:\/\//i.test(url)) return "link needs Tag.url (or Content) as an http(s) URL";
-      return str(tagValue(tag, "picUrl")) === undefined ? "link needs Tag.picUrl: WeCom shows a KF link with a thumbnail" : undefined;
-    }
-    case "miniprogram": {
-      const mp = tagValue(tag, "miniprogram");
-      return typeof mp === "object" && mp !== null && !Array.isArray(mp) ? undefined : "miniprogram needs Tag.miniprogram in kf/send_msg's shape";
-    }
-    case "msgmenu": {
-      const menu = tagValue(tag, "msgmenu");
-      return typeof menu === "object" && menu !== null && !Array.isArray(menu) ? undefined : "msgmenu needs Tag.msgmenu in kf/send_msg's shape";
-    }
-    default:
-      return `MsgType ${msgType} cannot be sent to a KF customer`;
-  }
+/** True for a failure trying again cannot help (WeCom's final answers, an agent's file that cannot be sent). */
+function isFinalFailure(e: unknown): boolean {
+  if (e instanceof WeComApiError) return e.kind === "final";
+  return e instanceof BridgeError && (e as { retryable?: unknown }).retryable === false;
 }
 
 /** The setting that keeps the store's msgid prefix. */
@@ -129,16 +103,24 @@ export class KfSender implements Sender {
   }
 
   async #message(entry: OutboxEntry, job: AgentMessageJob, to: KfAddress, creds: WeComCredentials): Promise<SendResult> {
-    const bodies = await this.#bodies(job, creds);
+    let bodies: Record<string, unknown>[];
+    try {
+      bodies = await this.#bodies(job, creds);
+    } catch (e) {
+      // an agent's file that cannot be sent: nothing reached WeCom, the budget is given back
+      if (isFinalFailure(e)) await this.#refund(to, job, job.allowedParts ?? 1);
+      throw e;
+    }
     const allowed = Math.min(job.allowedParts ?? bodies.length, bodies.length);
     for (let i = 0; i < allowed; i++) {
       const msgid = wecomMsgId(this.#salt, entry.id, i);
       try {
         await this.#ctx.wecom.kfSendMsg(creds, { touser: to.externalUserId, open_kfid: to.openKfId, msgid, ...bodies[i] });
       } catch (e) {
-        if (e instanceof WeComApiError && entry.attempts > 1 && isRepeatedMsgId(e)) continue; // sent before a crash or a lost answer
+        if (e instanceof WeComApiError && isRepeatedMsgId(e)) continue; // ours (the salt), so sent before: a crash, a lost answer, a replayed dead letter
         if (e instanceof WeComApiError && e.kind === "final") {
           await this.#learn(to, e.errcode, creds);
+          if (e.errcode !== 95001) await this.#refund(to, job, allowed - i);
           const sent = i > 0 ? ` (parts 1-${i} of ${bodies.length} were sent)` : "";
           return { state: "refused", errcode: e.errcode, error: e.message, followUps: [refusalOf(job, e.errcode, e.message, `${reasonOf(e.errcode)}${sent}`)] };
         }
@@ -213,13 +195,22 @@ export class KfSender implements Sender {
       }
       return { state: "done" };
     } catch (e) {
-      if (e instanceof WeComApiError && (e.kind === "final" || (entry.attempts > 1 && isRepeatedMsgId(e)))) {
+      if (e instanceof WeComApiError && (e.kind === "final" || isRepeatedMsgId(e))) {
         this.#ctx.log.warn(`KF ${job.op === "trans" ? "service_state/trans" : `${job.what} text`} refused`, { outbox: entry.id, errcode: e.errcode, error: e.message });
         if (job.op === "trans") await this.#refreshState(job.openKfId, job.externalUserId, creds);
         return { state: "done" };
       }
       throw e;
     }
+  }
+
+  /**
+   * Give back budget charged when the message was queued for parts WeCom never counted, as long
+   * as the customer has not written since (a new message renewed the budget anyway).
+   */
+  async #refund(to: KfAddress, job: AgentMessageJob, parts: number): Promise<void> {
+    if (parts <= 0 || job.chargedFor === undefined) return;
+    await this.#setRules(`kf:${to.corpId}:${to.openKfId}:${to.externalUserId}`, (s) => (s.customerAt === job.chargedFor ? { ...s, used: Math.max(0, s.used - parts) } : s));
   }
 
   /** What a refusal tells about the conversation: the state (95018, asked again) or the budget (95001). */

@@ -230,6 +230,14 @@ export function agentMediaAllowHosts(ctx: Pick<OutboundContext, "config">): stri
 }
 
 /**
+ * The deadline of a whole agent's file download, ms: three times `delivery.timeoutMs` (30 s by
+ * default: 20 MB at 700 KB/s), so a server that trickles bytes cannot hold a sender for ever.
+ */
+export function agentMediaDeadlineMs(timeoutMs: number): number {
+  return 3 * timeoutMs;
+}
+
+/**
  * Download an agent's media URL, decide the type WeCom will take it as, and upload it (or reuse the
  * media_id of the same content uploaded within the last 3 days minus an hour).
  * @param ctx the outbound context (config, store, WeCom client, clock, log)
@@ -249,6 +257,8 @@ export async function prepareAgentMedia(ctx: OutboundContext, msgType: WeComMedi
       maxBytes: WECOM_MEDIA_MAX_BYTES.file,
       timeoutMs: ctx.config.delivery.timeoutMs,
       destDir: join(ctx.config.mediaDir, "outbound-tmp"),
+      // the whole download, not only each gap between chunks, has a deadline (a trickling server)
+      signal: AbortSignal.timeout(agentMediaDeadlineMs(ctx.config.delivery.timeoutMs)),
     });
   } catch (e) {
     if (e instanceof AgentMediaError && e.code === "media_too_large") {

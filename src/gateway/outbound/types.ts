@@ -19,6 +19,8 @@ export interface AgentMessageJob {
   body: OmniFromBody;
   /** KF: how many of the text's parts fit the 5-message budget when it was queued (the rest is one refusal). */
   allowedParts?: number;
+  /** KF: the customer message (its time, ms) whose budget was charged when it was queued. */
+  chargedFor?: number;
 }
 
 /** A KF session operation queued by the gateway itself. */
@@ -88,10 +90,14 @@ export function messageRef(body: Pick<OmniFromBody, "MsgType" | "Content" | "Tag
   return `${body.MsgType}: ${[...body.Content].slice(0, 200).join("")}`;
 }
 
-/** `Tag.msgid` when it is a non-empty string. */
+/**
+ * `Tag.msgid` when it is a non-empty string (a number is taken as its decimal string); anything
+ * else is no key (the content key is used instead).
+ */
 export function tagMsgId(tag: unknown): string | undefined {
   const v = typeof tag === "object" && tag !== null && !Array.isArray(tag) ? (tag as Record<string, unknown>).msgid : undefined;
-  return typeof v === "string" && v !== "" ? v : undefined;
+  if (typeof v === "number" && Number.isFinite(v)) return String(v);
+  return typeof v === "string" && v !== "" && v.length <= 256 ? v : undefined;
 }
 
 /** A value of the Tag object, when the Tag is one. */

@@ -614,6 +614,12 @@ export class SqliteStore implements Store {
       }
       const ids: number[] = [];
       for (const e of item.outbox ?? []) ids.push(this.#insertOutbox(item.tenant, seq ?? null, e, now, nextId++));
+      if (item.effect !== undefined) {
+        const fx = item.effect;
+        const done = fx.apply(this.#readState(item.tenant, fx.key, now));
+        if (done.state !== undefined) this.#writeState(item.tenant, fx.key, fx.conversationId, done.state, now);
+        for (const e of done.entries ?? []) ids.push(this.#insertOutbox(item.tenant, seq ?? null, e, now, nextId++));
+      }
       if (m !== undefined) {
         insertMessage.run(next, item.tenant, item.channel, item.key, m.conversationId, m.time, now, m.content.type, JSON.stringify(m), ids.length === 1 ? `[${ids[0]}]` : JSON.stringify(ids));
         this.#txRows.push({ seq: next, tenant: item.tenant, conversationId: m.conversationId, channel: item.channel, time: m.time, receivedAt: now });
@@ -1193,20 +1199,42 @@ export class SqliteStore implements Store {
     return r === undefined ? undefined : outboxFromRow(r);
   }
 
+  async renewLease(id: number, until: number, now: number): Promise<boolean> {
+    return this.#stmt("UPDATE outbox SET lease_until = ?, updated_at = ? WHERE id = ? AND state = 'inflight'").run(until, now, id).changes === 1;
+  }
+
+  async refuseDelivered(id: number, errcode: number, error: string, now: number): Promise<boolean> {
+    // a done entry has left its lane already: only its state (and the counts, by trigger) change
+    return this.#stmt("UPDATE outbox SET state = 'refused', errcode = ?, last_error = ?, updated_at = ? WHERE id = ? AND state = 'done'").run(errcode, error, now, id).changes === 1;
+  }
+
   async acceptOutbound(input: OutboundAccept): Promise<OutboundAcceptResult> {
     const { tenant, now } = input;
     return this.#lanes.run(() =>
       this.db.transaction((): OutboundAcceptResult => {
         this.#syncLanes();
         const known = this.#stmt("SELECT expires_at FROM outbound_keys WHERE tenant = ? AND key = ?");
+        // keys that outlive a duplicate or a refusal: their own replays are recognised too
+        const keepAlways = () => {
+          const keep = this.#stmt(
+            "INSERT INTO outbound_keys (tenant, key, outbox_id, expires_at) VALUES (?, ?, NULL, ?) ON CONFLICT (tenant, key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+          );
+          for (const k of input.keys) if (k.always === true) keep.run(tenant, k.key, k.expiresAt);
+        };
         for (const k of input.keys) {
           const r = known.get(tenant, k.key) as Row | undefined;
-          if (r !== undefined && (r.expires_at as number) >= now) return { outcome: "duplicate" };
+          if (r !== undefined && (r.expires_at as number) >= now) {
+            keepAlways();
+            return { outcome: "duplicate" };
+          }
         }
         let write: StateWrite | undefined;
         if (input.rule !== undefined) {
           const decided = input.rule.decide(this.#readState(tenant, input.rule.key, now));
-          if (decided !== undefined && "refuse" in decided) return { outcome: "refused", errcode: decided.refuse.errcode, errmsg: decided.refuse.errmsg };
+          if (decided !== undefined && "refuse" in decided) {
+            keepAlways();
+            return { outcome: "refused", errcode: decided.refuse.errcode, errmsg: decided.refuse.errmsg };
+          }
           write = decided;
         }
         const ids = input.entries.map((e) => this.#insertOutbox(tenant, null, e, now));
