@@ -30,8 +30,8 @@ import { CONFIGURATION_HINTS } from "../wecom/errcodes.js";
 import { decryptBotMediaStream, MediaGoneError, type MediaStore, type MediaUnavailable, mediaId, unavailableOf } from "./media.js";
 import type { Metrics } from "./metrics.js";
 import { type MediaResolution, mediaRefs, toOmniBody } from "./omni-map.js";
-import { reasonOf } from "./outbound/kf.js";
-import { type AgentMessageJob, type OmniNoticeJob, refusalOf, type Sender } from "./outbound/types.js";
+import { type DispatchDeps, outboundFailed, runOutbound } from "./outbound/dispatch.js";
+import type { OmniNoticeJob, Sender } from "./outbound/types.js";
 
 /** Where a media entry fetches from. */
 export type MediaSource = { kind: "wecom"; app: string } | { kind: "bot"; bot: string } | { kind: "none" };
@@ -130,12 +130,24 @@ export class DeliveryWorker {
 
   /** The kinds this worker claims: inbound delivery, and the outbound kinds it has senders for. */
   readonly #kinds: OutboxKind[];
+  /** What the outbound dispatch records results with. */
+  readonly #dispatch: DispatchDeps;
 
   /** @param options what to deliver with */
   constructor(options: DeliveryWorkerOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
     this.#kinds = [...INBOUND_KINDS, ...(Object.keys(options.senders ?? {}) as OutboxKind[])];
+    this.#dispatch = {
+      store: options.store,
+      log: options.log,
+      metrics: options.metrics,
+      now: this.#now,
+      leaseMs: options.leaseMs ?? 60_000,
+      maxAttempts: options.policy.maxAttempts,
+      notify: () => this.notify(),
+      onAttempt: options.onAttempt,
+    };
   }
 
   /** Start the loop. */
@@ -300,7 +312,7 @@ export class DeliveryWorker {
     try {
       const sender = this.#o.senders?.[entry.kind];
       if (sender !== undefined) {
-        await this.#outbound(entry, sender);
+        await runOutbound(this.#dispatch, entry, sender);
         return;
       }
       const settledBefore = this.#settledCount;
@@ -322,75 +334,11 @@ export class DeliveryWorker {
     }
   }
 
-  /**
-   * Run an outbound entry with its sender and record what it made of it. A long attempt (an
-   * agent's 20 MB file, a slow upload) renews its lease every third of it, so that the entry is
-   * never claimed again while it runs.
-   */
-  async #outbound(entry: OutboxEntry, sender: Sender): Promise<void> {
-    const renew = setInterval(() => {
-      const now = this.#now();
-      this.#o.store.renewLease(entry.id, now + this.#leaseMs, now).catch((e: unknown) => this.#o.log.warn("lease not renewed", { outbox: entry.id, error: (e as Error).message }));
-    }, Math.max(1000, Math.floor(this.#leaseMs / 3)));
-    let r: Awaited<ReturnType<Sender["send"]>>;
-    try {
-      r = await sender.send(entry);
-    } finally {
-      clearInterval(renew);
-    }
-    const now = this.#now();
-    const followUps = r.state !== "later" && r.followUps !== undefined && r.followUps.length > 0 ? { tenant: entry.tenant, messageSeq: null, entries: r.followUps } : undefined;
-    if (r.state === "done") {
-      await this.#o.store.finishOutbox(entry.id, { state: "done" }, now, followUps);
-      this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "done" });
-      this.#o.onAttempt?.(entry, "done");
-    } else if (r.state === "refused") {
-      await this.#o.store.finishOutbox(entry.id, { state: "refused", error: r.error, errcode: r.errcode }, now, followUps);
-      this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "refused" });
-      this.#o.log.info("outbound refused", { outbox: entry.id, kind: entry.kind, errcode: r.errcode, error: r.error });
-      this.#o.onAttempt?.(entry, "refused", r.error);
-    } else {
-      await this.#o.store.finishOutbox(entry.id, { state: "pending", nextAttemptAt: r.at, error: r.reason, countAttempt: false }, now);
-      this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "paced" });
-      this.#o.onAttempt?.(entry, "later", r.reason);
-    }
-    if (followUps !== undefined) this.notify();
-  }
-
-  /**
-   * An outbound attempt failed: a final answer (WeCom's, or an agent's file that cannot be sent)
-   * is a refusal; anything else retries until the entry becomes a dead letter. Both tell the 全媒体.
-   */
-  async #outboundFailed(entry: OutboxEntry, e: unknown, error: string): Promise<boolean> {
-    const job = entry.payload as AgentMessageJob;
-    const isMessage = job?.op === "message";
-    const errcode = e instanceof WeComApiError ? e.errcode : 0;
-    if (isFinal(e)) {
-      const notice = isMessage ? [refusalOf(job, errcode, error, errcode !== 0 ? reasonOf(errcode) : error)] : [];
-      await this.#o.store.finishOutbox(entry.id, { state: "refused", error, errcode }, this.#now(), notice.length > 0 ? { tenant: entry.tenant, messageSeq: null, entries: notice } : undefined);
-      this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "refused" });
-      this.#o.log.info("outbound refused", { outbox: entry.id, kind: entry.kind, errcode, error });
-      this.#o.onAttempt?.(entry, "refused", error);
-      if (notice.length > 0) this.notify();
-      return true;
-    }
-    if (entry.attempts >= this.#o.policy.maxAttempts && isMessage) {
-      const notice = refusalOf(job, errcode, error, `the gateway gave up after ${entry.attempts} attempts; an operator can replay it (wecom-bridge replay)`);
-      await this.#o.store.finishOutbox(entry.id, { state: "dead", error }, this.#now(), { tenant: entry.tenant, messageSeq: null, entries: [notice] });
-      this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "dead" });
-      this.#o.log.warn("delivery dead", { outbox: entry.id, kind: entry.kind, attempts: entry.attempts, error });
-      this.#o.onAttempt?.(entry, "dead", error);
-      this.notify();
-      return true;
-    }
-    return false;
-  }
-
   async #failed(entry: OutboxEntry, e: unknown): Promise<void> {
     const error = e instanceof BridgeError ? e.message : `internal: ${(e as Error)?.message ?? String(e)}`;
     this.#o.metrics?.deliveryFailures.inc({ kind: entry.kind });
     if (entry.kind === "media") return this.#mediaFailed(entry, e, error);
-    if (this.#o.senders?.[entry.kind] !== undefined && (await this.#outboundFailed(entry, e, error))) return;
+    if (this.#o.senders?.[entry.kind] !== undefined && (await outboundFailed(this.#dispatch, entry, e, error))) return;
     if (entry.attempts >= this.#o.policy.maxAttempts) {
       await this.#o.store.finishOutbox(entry.id, { state: "dead", error }, this.#now());
       this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "dead" });

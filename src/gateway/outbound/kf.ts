@@ -14,13 +14,12 @@
  */
 import { randomBytes } from "node:crypto";
 import { WeComApiError, type WeComCredentials } from "../../clients/wecom.js";
-import { BridgeError } from "../../errors.js";
 import type { OutboxEntry } from "../../store/types.js";
 import { type ConversationAddress, parseConversationAddress } from "../../wecom/address.js";
 import { splitUtf8 } from "../../wecom/text-split.js";
 import { KF_BUDGET, type KfRulesState, kfRulesExpiry, kfRulesKey } from "./kf-rules.js";
 import { MediaRefusedError, prepareAgentMedia } from "./media.js";
-import { type AgentMessageJob, type KfJob, type KfOpJob, type OutboundContext, refusalOf, type Sender, type SendResult, tagValue, wecomMsgId } from "./types.js";
+import { type AgentMessageJob, isFinalFailure, type KfJob, type KfOpJob, type OutboundContext, refusalOf, type Sender, type SendResult, tagValue, wecomMsgId } from "./types.js";
 
 /** kf/send_msg text limit, bytes. */
 export const KF_TEXT_MAX_BYTES = 2048;
@@ -42,12 +41,6 @@ function num(v: unknown): number | undefined {
 
 function str(v: unknown): string | undefined {
   return typeof v === "string" && v !== "" ? v : undefined;
-}
-
-/** True for a failure trying again cannot help (WeCom's final answers, an agent's file that cannot be sent). */
-function isFinalFailure(e: unknown): boolean {
-  if (e instanceof WeComApiError) return e.kind === "final";
-  return e instanceof BridgeError && (e as { retryable?: unknown }).retryable === false;
 }
 
 /** The setting that keeps the store's msgid prefix. */

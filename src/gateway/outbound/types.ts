@@ -6,7 +6,8 @@
  */
 import { createHash } from "node:crypto";
 import type { HttpClient } from "../../clients/http.js";
-import type { WeComClient, WeComCredentials } from "../../clients/wecom.js";
+import { WeComApiError, type WeComClient, type WeComCredentials } from "../../clients/wecom.js";
+import { BridgeError } from "../../errors.js";
 import type { Config } from "../../config.js";
 import type { Logger } from "../../log.js";
 import type { OmniFromBody, OmniToBody } from "../../omni/index.js";
@@ -132,6 +133,12 @@ export function refusalOf(job: AgentMessageJob, errcode: number, errmsg: string,
  */
 export function wecomMsgId(salt: string, id: number, part: number): string {
   return `${salt}${id.toString(36)}_${part.toString(36)}`;
+}
+
+/** True for a failure trying again cannot help (WeCom's final answers, an agent's file that cannot be sent). */
+export function isFinalFailure(e: unknown): boolean {
+  if (e instanceof WeComApiError) return e.kind === "final";
+  return e instanceof BridgeError && (e as { retryable?: unknown }).retryable === false;
 }
 
 /** A short stable hash (hex) of some strings, for keys. */
