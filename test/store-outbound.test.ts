@@ -63,6 +63,32 @@ describe("acceptOutbound", () => {
   });
 });
 
+describe("group commit", () => {
+  it("writes asked for in one turn share a transaction; a failing one fails alone", async () => {
+    const s = await openStore(undefined, true);
+    const ok = s.acceptOutbound({ tenant: TENANT, keys: [{ key: "a", expiresAt: T + 1000 }], entries: [entry("a")], now: T });
+    const bad = s.acceptOutbound({
+      tenant: TENANT,
+      keys: [{ key: "b", expiresAt: T + 1000 }],
+      entries: [entry("b")],
+      now: T,
+      rule: {
+        key: "r",
+        conversationId: CONV,
+        decide: () => {
+          throw new Error("a rule that breaks");
+        },
+      },
+    });
+    const again = s.acceptOutbound({ tenant: TENANT, keys: [{ key: "a", expiresAt: T + 1000 }], entries: [entry("a")], now: T });
+    expect(await ok).toMatchObject({ outcome: "queued" });
+    await expect(bad).rejects.toThrow("a rule that breaks");
+    expect(await again).toEqual({ outcome: "duplicate" }); // it saw the first one's key
+    expect((await s.listOutbox(["pending"], { limit: 10 })).map((e) => (e.payload as { body: { Content: string } }).body.Content)).toEqual(["a"]);
+    await expectMatchesOracle(s);
+  });
+});
+
 describe("shared state", () => {
   it("updateState reads, writes, keeps and deletes atomically", async () => {
     const s = await openStore(undefined, true);

@@ -205,6 +205,21 @@ export class DeliveryWorker {
     w?.();
   }
 
+  #wakeScheduled = false;
+  /**
+   * Look for work at the end of this event-loop turn: the attempts that finish in one turn free
+   * their slots together, and one claim fills them all (a claim per finished attempt costs a
+   * write transaction each).
+   */
+  #wakeSoon(): void {
+    if (this.#wakeScheduled) return;
+    this.#wakeScheduled = true;
+    setImmediate(() => {
+      this.#wakeScheduled = false;
+      this.wake();
+    });
+  }
+
   async #sleep(ms: number): Promise<void> {
     await new Promise<void>((resolve) => {
       this.#wakeup = resolve;
@@ -233,7 +248,7 @@ export class DeliveryWorker {
         const p = this.#attempt(entry).finally(() => {
           this.#active--;
           inflight.delete(p);
-          this.wake();
+          this.#wakeSoon();
         });
         inflight.add(p);
       }

@@ -65,8 +65,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
       settled = true;
       resolve(chunks.length === 1 ? (chunks[0] as Buffer).toString("utf8") : Buffer.concat(chunks).toString("utf8"));
     });
-    req.on("error", () => fail(new Aborted()));
-    req.on("close", () => fail(new Aborted()));
+    // "close" comes after every request, read or not: build the error only when it matters
+    req.on("error", () => settled || fail(new Aborted()));
+    req.on("close", () => settled || fail(new Aborted()));
   });
 }
 

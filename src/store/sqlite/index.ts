@@ -229,6 +229,9 @@ export class SqliteStore implements Store {
   #unfolded: FoldRow[] = [];
   /** The same, of the running ingest transaction (kept once it commits). */
   #txRows: FoldRow[] = [];
+  /** Outbox writes waiting for the next group commit (see #write). */
+  #writes: { run: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
+  #writesScheduled = false;
 
   /**
    * Open (creating the folder and file if needed) and migrate. With `owner`, this process is the
@@ -712,39 +715,89 @@ export class SqliteStore implements Store {
   }
 
   async finishOutbox(id: number, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): Promise<void> {
-    this.#lanes.run(() => this.db.transaction(() => {
-      this.#syncLanes();
-      switch (outcome.state) {
-        case "done":
-          this.#stmt("UPDATE outbox SET state = 'done', ready = 0, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?").run(now, id);
-          this.#dequeue(id);
-          break;
-        case "pending":
-          this.#stmt(
-            `UPDATE outbox SET state = 'pending', lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?${outcome.countAttempt === false ? ", attempts = attempts - 1" : ""} WHERE id = ?`,
-          ).run(outcome.nextAttemptAt, outcome.error, now, id);
-          break;
-        case "dead":
-          this.#stmt("UPDATE outbox SET state = 'dead', ready = 0, lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ?").run(outcome.error, now, id);
-          this.#dequeue(id);
-          break;
-        case "refused":
-          this.#stmt("UPDATE outbox SET state = 'refused', ready = 0, lease_until = NULL, last_error = ?, errcode = ?, updated_at = ? WHERE id = ?").run(outcome.error, outcome.errcode, now, id);
-          this.#dequeue(id);
-          break;
+    return this.#write(() => this.#finishTx(id, outcome, now, followUps));
+  }
+
+  /** The body of {@link finishOutbox}, inside a write transaction. */
+  #finishTx(id: number, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): void {
+    switch (outcome.state) {
+      case "done":
+        this.#stmt("UPDATE outbox SET state = 'done', ready = 0, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?").run(now, id);
+        this.#dequeue(id);
+        break;
+      case "pending":
+        this.#stmt(
+          `UPDATE outbox SET state = 'pending', lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?${outcome.countAttempt === false ? ", attempts = attempts - 1" : ""} WHERE id = ?`,
+        ).run(outcome.nextAttemptAt, outcome.error, now, id);
+        break;
+      case "dead":
+        this.#stmt("UPDATE outbox SET state = 'dead', ready = 0, lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ?").run(outcome.error, now, id);
+        this.#dequeue(id);
+        break;
+      case "refused":
+        this.#stmt("UPDATE outbox SET state = 'refused', ready = 0, lease_until = NULL, last_error = ?, errcode = ?, updated_at = ? WHERE id = ?").run(outcome.error, outcome.errcode, now, id);
+        this.#dequeue(id);
+        break;
+    }
+    // follow-ups of a message erased meanwhile have nothing left to work on
+    const seq = followUps?.messageSeq ?? null;
+    if (followUps !== undefined && followUps.entries.length > 0 && (seq === null || this.#stmt("SELECT 1 AS x FROM messages WHERE seq = ?").get(seq) !== undefined)) {
+      const ids = followUps.entries.map((e) => this.#insertOutbox(followUps.tenant, seq, e, now));
+      if (seq !== null) {
+        this.#stmt("UPDATE messages SET entries = (SELECT json_group_array(value) FROM (SELECT value FROM json_each(entries) UNION ALL SELECT value FROM json_each(?))) WHERE seq = ?").run(
+          JSON.stringify(ids),
+          seq,
+        );
       }
-      // follow-ups of a message erased meanwhile have nothing left to work on
-      const seq = followUps?.messageSeq ?? null;
-      if (followUps !== undefined && followUps.entries.length > 0 && (seq === null || this.#stmt("SELECT 1 AS x FROM messages WHERE seq = ?").get(seq) !== undefined)) {
-        const ids = followUps.entries.map((e) => this.#insertOutbox(followUps.tenant, seq, e, now));
-        if (seq !== null) {
-          this.#stmt("UPDATE messages SET entries = (SELECT json_group_array(value) FROM (SELECT value FROM json_each(entries) UNION ALL SELECT value FROM json_each(?))) WHERE seq = ?").run(
-            JSON.stringify(ids),
-            seq,
-          );
-        }
+    }
+  }
+
+  /**
+   * Group commit of outbox writes (finishes, outbound accepts): the writes asked for during one
+   * event-loop turn share one transaction, each caller answered once it committed. When the shared
+   * transaction fails, each write runs again in its own, so one bad write fails only its caller.
+   */
+  #write<T>(thunk: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#writes.push({ run: thunk, resolve: resolve as (v: unknown) => void, reject });
+      if (this.#writesScheduled) return;
+      this.#writesScheduled = true;
+      setImmediate(() => this.#flushWrites());
+    });
+  }
+
+  #flushWrites(): void {
+    this.#writesScheduled = false;
+    const batch = this.#writes;
+    this.#writes = [];
+    const tx = <T>(fn: () => T): T =>
+      this.#lanes.run(() =>
+        this.db
+          .transaction(() => {
+            this.#syncLanes();
+            return fn();
+          })
+          .immediate(),
+      );
+    if (batch.length > 1) {
+      let results: unknown[] | undefined;
+      try {
+        results = tx(() => batch.map((w) => w.run()));
+      } catch {
+        results = undefined; // one of them failed: each alone below
       }
-    }).immediate());
+      if (results !== undefined) {
+        for (let i = 0; i < batch.length; i++) batch[i]?.resolve(results[i]);
+        return;
+      }
+    }
+    for (const w of batch) {
+      try {
+        w.resolve(tx(w.run));
+      } catch (e) {
+        w.reject(e);
+      }
+    }
   }
 
   async replayDead(ids: number[] | "all", now: number): Promise<number> {
@@ -1209,43 +1262,43 @@ export class SqliteStore implements Store {
   }
 
   async acceptOutbound(input: OutboundAccept): Promise<OutboundAcceptResult> {
+    return this.#write(() => this.#acceptTx(input));
+  }
+
+  /** The body of {@link acceptOutbound}, inside a write transaction. */
+  #acceptTx(input: OutboundAccept): OutboundAcceptResult {
     const { tenant, now } = input;
-    return this.#lanes.run(() =>
-      this.db.transaction((): OutboundAcceptResult => {
-        this.#syncLanes();
-        const known = this.#stmt("SELECT expires_at FROM outbound_keys WHERE tenant = ? AND key = ?");
-        // keys that outlive a duplicate or a refusal: their own replays are recognised too
-        const keepAlways = () => {
-          const keep = this.#stmt(
-            "INSERT INTO outbound_keys (tenant, key, outbox_id, expires_at) VALUES (?, ?, NULL, ?) ON CONFLICT (tenant, key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
-          );
-          for (const k of input.keys) if (k.always === true) keep.run(tenant, k.key, k.expiresAt);
-        };
-        for (const k of input.keys) {
-          const r = known.get(tenant, k.key) as Row | undefined;
-          if (r !== undefined && (r.expires_at as number) >= now) {
-            keepAlways();
-            return { outcome: "duplicate" };
-          }
-        }
-        let write: StateWrite | undefined;
-        if (input.rule !== undefined) {
-          const decided = input.rule.decide(this.#readState(tenant, input.rule.key, now));
-          if (decided !== undefined && "refuse" in decided) {
-            keepAlways();
-            return { outcome: "refused", errcode: decided.refuse.errcode, errmsg: decided.refuse.errmsg };
-          }
-          write = decided;
-        }
-        const ids = input.entries.map((e) => this.#insertOutbox(tenant, null, e, now));
-        const remember = this.#stmt(
-          "INSERT INTO outbound_keys (tenant, key, outbox_id, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (tenant, key) DO UPDATE SET outbox_id = excluded.outbox_id, expires_at = excluded.expires_at",
-        );
-        for (const k of input.keys) remember.run(tenant, k.key, ids[0] ?? null, k.expiresAt);
-        if (write !== undefined && input.rule !== undefined) this.#writeState(tenant, input.rule.key, input.rule.conversationId, write, now);
-        return { outcome: "queued", ids };
-      }).immediate(),
+    const known = this.#stmt("SELECT expires_at FROM outbound_keys WHERE tenant = ? AND key = ?");
+    // keys that outlive a duplicate or a refusal: their own replays are recognised too
+    const keepAlways = () => {
+      const keep = this.#stmt(
+        "INSERT INTO outbound_keys (tenant, key, outbox_id, expires_at) VALUES (?, ?, NULL, ?) ON CONFLICT (tenant, key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+      );
+      for (const k of input.keys) if (k.always === true) keep.run(tenant, k.key, k.expiresAt);
+    };
+    for (const k of input.keys) {
+      const r = known.get(tenant, k.key) as Row | undefined;
+      if (r !== undefined && (r.expires_at as number) >= now) {
+        keepAlways();
+        return { outcome: "duplicate" };
+      }
+    }
+    let write: StateWrite | undefined;
+    if (input.rule !== undefined) {
+      const decided = input.rule.decide(this.#readState(tenant, input.rule.key, now));
+      if (decided !== undefined && "refuse" in decided) {
+        keepAlways();
+        return { outcome: "refused", errcode: decided.refuse.errcode, errmsg: decided.refuse.errmsg };
+      }
+      write = decided;
+    }
+    const ids = input.entries.map((e) => this.#insertOutbox(tenant, null, e, now));
+    const remember = this.#stmt(
+      "INSERT INTO outbound_keys (tenant, key, outbox_id, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (tenant, key) DO UPDATE SET outbox_id = excluded.outbox_id, expires_at = excluded.expires_at",
     );
+    for (const k of input.keys) remember.run(tenant, k.key, ids[0] ?? null, k.expiresAt);
+    if (write !== undefined && input.rule !== undefined) this.#writeState(tenant, input.rule.key, input.rule.conversationId, write, now);
+    return { outcome: "queued", ids };
   }
 
   /** A shared state value, undefined when missing or expired. */
