@@ -21,7 +21,7 @@ import { SimClock, type WeComSimStream, WeComSimulator } from "../src/sim/wecom.
 import type { OutboxEntry, OutboxInsert } from "../src/store/types.js";
 import { botStreamId } from "../src/gateway/endpoints/bot.js";
 import { utf8Length } from "../src/wecom/text-split.js";
-import { AGENT, APP_AES, BOT_AES, CORP, freePort, stackConfig } from "./stack.js";
+import { AGENT, APP_AES, BOT_AES, CORP, eventually, freePort, stackConfig } from "./stack.js";
 
 const BOT = "aibHELPER";
 const USER = "zhangsan";
@@ -124,6 +124,9 @@ async function startBotStack(bot: Record<string, unknown> = {}): Promise<BotStac
       const entries: OutboxInsert[] = [{ kind: "bot_reply", conversationId: job.body.ToUserId, payload: job, notBefore: now + HIDDEN_MS }];
       const queued = await store.acceptOutbound({ tenant: CORP, keys: [], entries, now });
       if (queued.outcome !== "queued") throw new Error(`not queued: ${queued.outcome}`);
+      // the claim below runs at a far-future time, which would end the leases of the gateway's own
+      // deliveries in flight (they would run again): let them finish first
+      await eventually(async () => (await store.outboxCounts()).inflight === 0, 5000, "the gateway's deliveries in flight");
       const entry = await s.claim();
       if (entry === undefined || entry.id !== queued.ids[0]) throw new Error("the bot_reply entry was not claimed");
       let r: SendResult;

@@ -106,7 +106,7 @@ describe("the staffService endpoint's edges", () => {
     expect(kfTexts(s)).toEqual(["只应一次"]);
   });
 
-  it("a byte-identical replay of a refused request is not acted on after the rule would allow it", async () => {
+  it("a byte-identical replay of a refused request is refused again (30009), even after the rule would allow it", async () => {
     const { s, address } = await withCustomer();
     for (const t of ["1", "2", "3", "4", "5"]) expect(errcodeOf(await s.omni.sendAgentReply({ ToUserId: address, MsgType: "text", Content: t }))).toBe(0);
     const ts = Date.now() + 10;
@@ -114,7 +114,8 @@ describe("the staffService endpoint's edges", () => {
     expect(errcodeOf(await s.omni.sendAgentReply({ ToUserId: address, MsgType: "text", Content: "六" }, { timestamp: ts, rawBody }))).toBe(30009);
     await s.wecom.kfCustomerSends(KFID, CUSTOMER, { msgtype: "text", text: { content: "还在吗" } });
     await eventually(() => s.omni.received.some((r) => r.body.Content === "还在吗"));
-    expect(errcodeOf(await s.omni.sendAgentReply({ ToUserId: address, MsgType: "text", Content: "六" }, { timestamp: ts, rawBody }))).toBe(0);
+    // the 全媒体's HTTP retry of the request whose answer it lost gets the same answer
+    expect(errcodeOf(await s.omni.sendAgentReply({ ToUserId: address, MsgType: "text", Content: "六" }, { timestamp: ts, rawBody }))).toBe(30009);
     await eventually(() => kfTexts(s).length >= 5);
     await s.gw.gateway.delivery.stop();
     expect(kfTexts(s)).not.toContain("六");
@@ -140,6 +141,25 @@ describe("the staffService endpoint's edges", () => {
       const stream = s.wecom.botStream("aibHELPER", sent.stream?.streamId as string);
       return r.status === 200 && stream?.frames.at(-1)?.finish === true && stream.frames.at(-1)?.content === "有空";
     }, 5000, "the stream finished with the agent's text");
+  });
+
+  it("a handoff whose service_state/trans dies does not leave the session refusing the 全媒体", async () => {
+    const { s, address } = await withCustomer({
+      config: (r) => {
+        r.handoff = { keywords: ["转人工"], toWeComServicer: "wangwu" };
+        r.delivery.maxAttempts = 2;
+      },
+    });
+    await eventually(() => s.wecom.kfSession(KFID, CUSTOMER)?.serviceState === 1, 5000, "claimed");
+    s.wecom.failNext("kf/service_state/trans", -1, 2);
+    await s.wecom.kfCustomerSends(KFID, CUSTOMER, { msgtype: "text", text: { content: "转人工" } });
+    await eventually(() => s.omni.received.some((r) => r.body.Content === "转人工"));
+    expect(errcodeOf(await s.omni.sendAgentReply({ ToUserId: address, MsgType: "text", Content: "x" }))).toBe(30009);
+    await eventually(async () => (await s.gw.gateway.store.outboxCounts()).dead === 1, 8000, "the handoff's trans dead");
+    // WeCom still has the session in state 1: the gateway asked, and the 全媒体 may answer again
+    expect(s.wecom.kfSession(KFID, CUSTOMER)?.serviceState).toBe(1);
+    expect(errcodeOf(await s.omni.sendAgentReply({ ToUserId: address, MsgType: "text", Content: "我来帮您" }))).toBe(0);
+    await eventually(() => kfTexts(s).includes("我来帮您"));
   });
 
   it("files that could not be sent give their budget back", async () => {

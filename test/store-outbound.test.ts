@@ -89,6 +89,36 @@ describe("group commit", () => {
   });
 });
 
+describe("finishing", () => {
+  it("a finish that comes after the entry's lease ran out (and it went back to pending) changes nothing", async () => {
+    const s = await openStore(undefined, true);
+    await s.acceptOutbound({ tenant: TENANT, keys: [], entries: [entry("x"), entry("y"), entry("z")], now: T });
+    const [x] = await s.claimOutbox(["kf_send"], T, 10, 1000);
+    expect(x?.id).toBe(1);
+    // the lease runs out: the next claim takes x again
+    const [again] = await s.claimOutbox(["kf_send"], T + 2000, 10, 1000);
+    expect(again?.id).toBe(1);
+    await s.finishOutbox(1, { state: "done" }, T + 2001);
+    await s.finishOutbox(1, { state: "done" }, T + 2002); // the first attempt, late
+    const [y] = await s.claimOutbox(["kf_send"], T + 2003, 10, 1000);
+    expect(y?.id).toBe(2);
+    await s.finishOutbox(2, { state: "done" }, T + 2004);
+    // the lane was advanced once per entry: z comes next
+    const [z] = await s.claimOutbox(["kf_send"], T + 2005, 10, 1000);
+    expect(z?.id).toBe(3);
+    await s.finishOutbox(3, { state: "done" }, T + 2006);
+    expect(await s.outboxCounts()).toMatchObject({ done: 3, pending: 0, inflight: 0 });
+    await expectMatchesOracle(s);
+  });
+
+  it("close() commits the writes asked for in its turn", async () => {
+    const s = await openStore(undefined, false);
+    const w = s.acceptOutbound({ tenant: TENANT, keys: [], entries: [entry("x")], now: T });
+    await s.close();
+    expect(await w).toMatchObject({ outcome: "queued" });
+  });
+});
+
 describe("shared state", () => {
   it("updateState reads, writes, keeps and deletes atomically", async () => {
     const s = await openStore(undefined, true);

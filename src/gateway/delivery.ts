@@ -353,7 +353,8 @@ export class DeliveryWorker {
     const error = e instanceof BridgeError ? e.message : `internal: ${(e as Error)?.message ?? String(e)}`;
     this.#o.metrics?.deliveryFailures.inc({ kind: entry.kind });
     if (entry.kind === "media") return this.#mediaFailed(entry, e, error);
-    if (this.#o.senders?.[entry.kind] !== undefined && (await outboundFailed(this.#dispatch, entry, e, error))) return;
+    const sender = this.#o.senders?.[entry.kind];
+    if (sender !== undefined && (await outboundFailed(this.#dispatch, entry, e, error, sender))) return;
     if (entry.attempts >= this.#o.policy.maxAttempts) {
       await this.#o.store.finishOutbox(entry.id, { state: "dead", error }, this.#now());
       this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "dead" });

@@ -225,6 +225,9 @@ export async function omniMessage(ctx: OmniEndpointContext, req: GatewayRequest)
       key: kfRulesKey(body.ToUserId),
       conversationId: body.ToUserId,
       decide: (current) => {
+        // it may run twice (a group commit that failed runs each write alone): start clean
+        delete job.allowedParts;
+        delete job.chargedFor;
         const d = decideKfSend(current as KfRulesState | undefined, parts, now);
         if ("refuse" in d) return { refuse: { errcode: d.refuse.errcode, errmsg: `${d.refuse.errcode} ${d.refuse.reason}` } };
         if (d.allowed < parts) job.allowedParts = d.allowed;

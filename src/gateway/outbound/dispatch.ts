@@ -67,7 +67,7 @@ export async function runOutbound(d: DispatchDeps, entry: OutboxEntry, sender: S
  * a refusal; the last attempt makes a dead letter; both tell the 全媒体. Returns false when the
  * worker should retry with its backoff.
  */
-export async function outboundFailed(d: DispatchDeps, entry: OutboxEntry, e: unknown, error: string): Promise<boolean> {
+export async function outboundFailed(d: DispatchDeps, entry: OutboxEntry, e: unknown, error: string, sender?: Sender): Promise<boolean> {
   const job = entry.payload as AgentMessageJob;
   const isMessage = job?.op === "message";
   const errcode = e instanceof WeComApiError ? e.errcode : 0;
@@ -79,6 +79,9 @@ export async function outboundFailed(d: DispatchDeps, entry: OutboxEntry, e: unk
     d.onAttempt?.(entry, "refused", error);
     if (notice.length > 0) d.notify();
     return true;
+  }
+  if (entry.attempts >= d.maxAttempts && sender?.gaveUp !== undefined) {
+    await sender.gaveUp(entry).catch((err: unknown) => d.log.warn("giving up an entry failed", { outbox: entry.id, error: (err as Error).message }));
   }
   if (entry.attempts >= d.maxAttempts && isMessage) {
     const notice = refusalOf(job, errcode, error, `the gateway gave up after ${entry.attempts} attempts; an operator can replay it (wecom-bridge replay)`);

@@ -177,6 +177,8 @@ export class KfSender implements Sender {
         if (job.servicerUserId !== undefined) input.servicerUserId = job.servicerUserId;
         await this.#ctx.wecom.kfServiceStateTrans(creds, input);
         await this.#setRules(`kf:${creds.corpId}:${job.openKfId}:${job.externalUserId}`, (s) => {
+          // a claim that lands after a handoff was stored does not undo the handoff (its trans follows)
+          if (job.serviceState === 1 && s.serviceState === 3) return s;
           const next: KfRulesState = { ...s, serviceState: job.serviceState };
           if (job.servicerUserId !== undefined) next.servicerUserId = job.servicerUserId;
           return next;
@@ -212,18 +214,36 @@ export class KfSender implements Sender {
     if (errcode === 95018) await this.#refreshState(to.openKfId, to.externalUserId, creds);
   }
 
-  /** Ask WeCom for the session's state (`service_state/get`) and remember it; failures are only logged. */
+  /**
+   * Ask WeCom for the session's state (`service_state/get`) and remember it. When WeCom cannot
+   * tell, the state becomes unknown (sends are allowed and WeCom's answer decides) rather than
+   * stay one the gateway assumed.
+   */
   async #refreshState(openKfId: string, externalUserId: string, creds: WeComCredentials): Promise<void> {
+    let st: { serviceState: number; servicerUserId?: string } | undefined;
     try {
-      const st = await this.#ctx.wecom.kfServiceStateGet(creds, openKfId, externalUserId);
-      await this.#setRules(`kf:${creds.corpId}:${openKfId}:${externalUserId}`, (s) => {
-        const next: KfRulesState = { ...s, serviceState: st.serviceState };
-        if (st.servicerUserId !== undefined) next.servicerUserId = st.servicerUserId;
-        return next;
-      });
+      st = await this.#ctx.wecom.kfServiceStateGet(creds, openKfId, externalUserId);
     } catch (e) {
       this.#ctx.log.warn("KF service_state/get failed", { error: (e as Error).message });
     }
+    await this.#setRules(`kf:${creds.corpId}:${openKfId}:${externalUserId}`, (s) => {
+      const { serviceState: _, servicerUserId: __, ...rest } = s;
+      if (st === undefined) return rest;
+      const next: KfRulesState = { ...rest, serviceState: st.serviceState };
+      if (st.servicerUserId !== undefined) next.servicerUserId = st.servicerUserId;
+      return next;
+    });
+  }
+
+  /**
+   * The entry is given up (a dead letter): a handoff whose `service_state/trans` never went
+   * through must not leave the session marked as a WeCom servicer's (the 全媒体 would be refused
+   * for nothing), so the state is asked again.
+   */
+  async gaveUp(entry: OutboxEntry): Promise<void> {
+    const job = entry.payload as KfJob;
+    const creds = this.#ctx.credentials("kf");
+    if (job.op === "trans" && creds !== undefined) await this.#refreshState(job.openKfId, job.externalUserId, creds);
   }
 
   async #setRules(address: string, change: (s: KfRulesState) => KfRulesState): Promise<void> {

@@ -55,6 +55,8 @@ export type SendResult =
 /** One channel's sender: runs the entries of its kind. */
 export interface Sender {
   send(entry: OutboxEntry): Promise<SendResult>;
+  /** Called before an entry becomes a dead letter, to undo what the gateway assumed of it. */
+  gaveUp?(entry: OutboxEntry): Promise<void>;
 }
 
 /** What senders need of the gateway. */

@@ -318,6 +318,8 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    // writes asked for in this turn are committed first
+    if (this.#writes.length > 0 && this.db.open) this.#flushWrites();
     clearInterval(this.#foldTimer);
     await this.#checkpointer?.stop();
     this.#checkpointer = undefined;
@@ -621,7 +623,9 @@ export class SqliteStore implements Store {
         const fx = item.effect;
         const done = fx.apply(this.#readState(item.tenant, fx.key, now));
         if (done.state !== undefined) this.#writeState(item.tenant, fx.key, fx.conversationId, done.state, now);
-        for (const e of done.entries ?? []) ids.push(this.#insertOutbox(item.tenant, seq ?? null, e, now, nextId++));
+        // session operations need nothing of the message: not linked, they never hold it past
+        // its retention (erasure finds them by conversation)
+        for (const e of done.entries ?? []) this.#insertOutbox(item.tenant, null, e, now, nextId++);
       }
       if (m !== undefined) {
         insertMessage.run(next, item.tenant, item.channel, item.key, m.conversationId, m.time, now, m.content.type, JSON.stringify(m), ids.length === 1 ? `[${ids[0]}]` : JSON.stringify(ids));
@@ -720,25 +724,34 @@ export class SqliteStore implements Store {
 
   /** The body of {@link finishOutbox}, inside a write transaction. */
   #finishTx(id: number, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): void {
+    // only an entry still in flight is finished: a finish that comes after its lease ran out and
+    // the entry went back to pending changes nothing (its lane is never advanced twice)
+    let changed = 0;
     switch (outcome.state) {
       case "done":
-        this.#stmt("UPDATE outbox SET state = 'done', ready = 0, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ?").run(now, id);
-        this.#dequeue(id);
+        changed = this.#stmt("UPDATE outbox SET state = 'done', ready = 0, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ? AND state = 'inflight'").run(now, id).changes;
+        if (changed === 1) this.#dequeue(id);
         break;
       case "pending":
-        this.#stmt(
-          `UPDATE outbox SET state = 'pending', lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?${outcome.countAttempt === false ? ", attempts = attempts - 1" : ""} WHERE id = ?`,
-        ).run(outcome.nextAttemptAt, outcome.error, now, id);
+        changed = this.#stmt(
+          `UPDATE outbox SET state = 'pending', lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?${outcome.countAttempt === false ? ", attempts = attempts - 1" : ""} WHERE id = ? AND state = 'inflight'`,
+        ).run(outcome.nextAttemptAt, outcome.error, now, id).changes;
         break;
       case "dead":
-        this.#stmt("UPDATE outbox SET state = 'dead', ready = 0, lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ?").run(outcome.error, now, id);
-        this.#dequeue(id);
+        changed = this.#stmt("UPDATE outbox SET state = 'dead', ready = 0, lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ? AND state = 'inflight'").run(outcome.error, now, id).changes;
+        if (changed === 1) this.#dequeue(id);
         break;
       case "refused":
-        this.#stmt("UPDATE outbox SET state = 'refused', ready = 0, lease_until = NULL, last_error = ?, errcode = ?, updated_at = ? WHERE id = ?").run(outcome.error, outcome.errcode, now, id);
-        this.#dequeue(id);
+        changed = this.#stmt("UPDATE outbox SET state = 'refused', ready = 0, lease_until = NULL, last_error = ?, errcode = ?, updated_at = ? WHERE id = ? AND state = 'inflight'").run(
+          outcome.error,
+          outcome.errcode,
+          now,
+          id,
+        ).changes;
+        if (changed === 1) this.#dequeue(id);
         break;
     }
+    if (changed === 0) return;
     // follow-ups of a message erased meanwhile have nothing left to work on
     const seq = followUps?.messageSeq ?? null;
     if (followUps !== undefined && followUps.entries.length > 0 && (seq === null || this.#stmt("SELECT 1 AS x FROM messages WHERE seq = ?").get(seq) !== undefined)) {
@@ -783,7 +796,13 @@ export class SqliteStore implements Store {
       let results: unknown[] | undefined;
       try {
         results = tx(() => batch.map((w) => w.run()));
-      } catch {
+      } catch (e) {
+        // the database itself is unavailable (locked by another process, closed): all fail at once
+        const code = (e as { code?: unknown }).code;
+        if (!this.db.open || (typeof code === "string" && /^SQLITE_(BUSY|LOCKED)/.test(code))) {
+          for (const w of batch) w.reject(e);
+          return;
+        }
         results = undefined; // one of them failed: each alone below
       }
       if (results !== undefined) {
@@ -1268,17 +1287,21 @@ export class SqliteStore implements Store {
   /** The body of {@link acceptOutbound}, inside a write transaction. */
   #acceptTx(input: OutboundAccept): OutboundAcceptResult {
     const { tenant, now } = input;
-    const known = this.#stmt("SELECT expires_at FROM outbound_keys WHERE tenant = ? AND key = ?");
-    // keys that outlive a duplicate or a refusal: their own replays are recognised too
-    const keepAlways = () => {
+    const known = this.#stmt("SELECT expires_at, refused_errcode, refused_errmsg FROM outbound_keys WHERE tenant = ? AND key = ?");
+    // keys that outlive a duplicate or a refusal: their own replays are recognised too (a replay
+    // of a refusal is refused again, with the same answer)
+    const keepAlways = (refusal?: { errcode: number; errmsg: string }) => {
       const keep = this.#stmt(
-        "INSERT INTO outbound_keys (tenant, key, outbox_id, expires_at) VALUES (?, ?, NULL, ?) ON CONFLICT (tenant, key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+        `INSERT INTO outbound_keys (tenant, key, outbox_id, expires_at, refused_errcode, refused_errmsg) VALUES (?, ?, NULL, ?, ?, ?)
+         ON CONFLICT (tenant, key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at),
+           refused_errcode = coalesce(excluded.refused_errcode, refused_errcode), refused_errmsg = coalesce(excluded.refused_errmsg, refused_errmsg)`,
       );
-      for (const k of input.keys) if (k.always === true) keep.run(tenant, k.key, k.expiresAt);
+      for (const k of input.keys) if (k.always === true) keep.run(tenant, k.key, k.expiresAt, refusal?.errcode ?? null, refusal?.errmsg ?? null);
     };
     for (const k of input.keys) {
       const r = known.get(tenant, k.key) as Row | undefined;
       if (r !== undefined && (r.expires_at as number) >= now) {
+        if (typeof r.refused_errcode === "number") return { outcome: "refused", errcode: r.refused_errcode, errmsg: (r.refused_errmsg as string | null) ?? "" };
         keepAlways();
         return { outcome: "duplicate" };
       }
@@ -1287,7 +1310,7 @@ export class SqliteStore implements Store {
     if (input.rule !== undefined) {
       const decided = input.rule.decide(this.#readState(tenant, input.rule.key, now));
       if (decided !== undefined && "refuse" in decided) {
-        keepAlways();
+        keepAlways(decided.refuse);
         return { outcome: "refused", errcode: decided.refuse.errcode, errmsg: decided.refuse.errmsg };
       }
       write = decided;

@@ -295,11 +295,14 @@ export const MIGRATIONS: readonly Migration[] = [
       DROP INDEX outbox_orphan_done;
       CREATE INDEX outbox_orphan_finished ON outbox (updated_at) WHERE state IN ('done', 'refused') AND message_seq IS NULL;
       -- idempotency keys of the 全媒体's requests (Tag.msgid, content within the window, replays)
+      -- (a key kept from a refused request remembers the refusal: its replay is refused again)
       CREATE TABLE outbound_keys (
-        tenant     TEXT NOT NULL,
-        key        TEXT NOT NULL,
-        outbox_id  INTEGER,
-        expires_at INTEGER NOT NULL,
+        tenant          TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        outbox_id       INTEGER,
+        expires_at      INTEGER NOT NULL,
+        refused_errcode INTEGER,
+        refused_errmsg  TEXT,
         PRIMARY KEY (tenant, key)
       ) WITHOUT ROWID;
       CREATE INDEX outbound_keys_expiry ON outbound_keys (expires_at);
