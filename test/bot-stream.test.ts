@@ -101,7 +101,7 @@ async function startBotStack(bot: Record<string, unknown> = {}): Promise<BotStac
   omni.setAppUrl(`http://127.0.0.1:${port}`, "/qmtapi");
   const http = new HttpClient({ timeoutMs: 2000 });
   const senderOf = (gw: RunningGateway) =>
-    new BotSender({ config, store: gw.store, wecom: gw.gateway.wecom, http, log: silentLogger, tenant: CORP, now: clock.now, credentials: () => undefined });
+    new BotSender({ config, store: gw.store, wecom: gw.gateway.wecom, http, log: silentLogger, tenant: CORP, now: clock.now, credentials: () => undefined, onWeComResult: (api, errcode) => gw.gateway.onWeComResult(api, errcode) });
   const gw = await runGateway(config, { now: clock.now, log: silentLogger });
   const s: BotStack = {
     clock,
@@ -387,6 +387,9 @@ describe("bot answers after the stream: response_url once, then waiting", () => 
     // the response_url was used once, and only once
     expect(responseUrlPosts(b)).toHaveLength(1);
     expect(b.wecom.requests.filter((q) => q.path.endsWith("/aibot/response"))).toHaveLength(1);
+    // and counted like every WeCom answer
+    const metrics = await (await fetch(`${b.gw.url}/metrics`)).text();
+    expect(metrics).toContain('wecom_bridge_wecom_errcodes_total{api="aibot/response",errcode="0"} 1');
     // the stream stays as it finished
     expect(s.frames.filter((f) => f.accepted).map((f) => f.content).pop()).toBe("9:00-18:00");
 
@@ -437,6 +440,9 @@ describe("bot answers after the stream: response_url once, then waiting", () => 
     // the response_url is not tried again
     await b.agent("再补充");
     expect(b.wecom.requests.filter((q) => q.path.endsWith("/aibot/response"))).toHaveLength(1);
+    // and counted like every WeCom answer
+    const metrics = await (await fetch(`${b.gw.url}/metrics`)).text();
+    expect(metrics).toContain('wecom_bridge_wecom_errcodes_total{api="aibot/response",errcode="40058"} 1');
     expect(responseUrlPosts(b)).toEqual([]);
     const next = await b.user("嗯");
     expect(next.frames[0]?.content).toBe(["迟到的补充", "再补充"].join(SEP));

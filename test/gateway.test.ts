@@ -416,3 +416,15 @@ describe("more endpoints", () => {
     expect(until.body.items[0].channel).toBe("archive");
   });
 });
+
+describe("the gateway's clock", () => {
+  it("stamps stored items with its own clock: a gateway whose clock is behind the wall still delivers at once", async () => {
+    stack = await startStack({ now: () => Date.now() - 120_000 });
+    await stack.wecom.appUserSendsText(AGENT, "zhangsan", "时钟");
+    const [got] = await stack.omni.waitFor(1, 3000);
+    expect(got?.body.Content).toBe("时钟");
+    const listing = (await (await fetch(`${stack.gw.url}/admin/messages?limit=1`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as { items: { receivedAt: number }[] };
+    const [row] = listing.items;
+    expect(Date.now() - (row?.receivedAt ?? 0)).toBeGreaterThan(100_000);
+  });
+});

@@ -92,13 +92,13 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
     this.http = new HttpClient({ timeoutMs: cfg.delivery.timeoutMs });
     this.wecom = new WeComClient({ apiBase: cfg.wecom.apiBase, store: this.store, timeoutMs: cfg.delivery.timeoutMs, now: this.#now, http: this.http });
     // label values from fixed lists (metrics.ts): an unknown api or undocumented errcode is `other`
-    this.wecom.onResult = (api, errcode) => this.metrics.wecomErrcodes.inc({ api: apiLabel(api), errcode: wecomErrcodeLabel(errcode) });
+    this.wecom.onResult = (api, errcode) => this.onWeComResult(api, errcode);
     this.omni = new OmniClient({ baseUrl: cfg.omni.baseUrl, version: cfg.omni.version, appId: cfg.omni.appId, secret: cfg.omni.secret, timeoutMs: cfg.delivery.timeoutMs, now: this.#now, http: this.http });
     // runGateway passes the secret kept in the store; a gateway built directly without one signs
     // with a per-process key (its links end with the process)
     const mediaSecret = cfg.mediaSecret ?? options.mediaSecret ?? randomBytes(32).toString("hex");
     this.media = new MediaStore({ dir: cfg.mediaDir, publicUrl: cfg.publicUrl, secret: mediaSecret, ttlSec: cfg.mediaLinkTtlSec, store: this.store, now: this.#now });
-    this.ingestor = new Ingestor(this.store);
+    this.ingestor = new Ingestor(this.store, 256, this.#now);
     this.ingestor.onCommit = (items, results) => {
       let stored = 0;
       results.forEach((r, i) => {
@@ -192,6 +192,11 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
   /** True for a path whose endpoint answers an oversized body itself (the 全媒体's: HTTP 200 and an errcode). */
   answersOversize(path: string): boolean {
     return path === this.omniPath;
+  }
+
+  /** Count a WeCom answer of a call made outside the WeCom client (a bot's response_url). */
+  onWeComResult(api: string, errcode: number): void {
+    this.metrics.wecomErrcodes.inc({ api: apiLabel(api), errcode: wecomErrcodeLabel(errcode) });
   }
 
   /** New outbound entries were queued: wake the outbox worker. */

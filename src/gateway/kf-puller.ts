@@ -323,7 +323,7 @@ export class KfPuller {
       this.#o.metrics?.kfPages.inc({ outcome: page.messages.length === 0 ? "empty" : "messages" });
       const items: IngestItem[] = page.messages.map((m) => this.#item(tenant, m, historyBefore));
       const next = page.nextCursor ?? cursor;
-      const results = await this.#o.store.ingest(items, next !== undefined ? { tenant, openKfId, cursor: next } : undefined);
+      const results = await this.#o.store.ingest(items, next !== undefined ? { tenant, openKfId, cursor: next } : undefined, this.#now());
       const stored: KfMessage[] = [];
       let duplicates = 0;
       results.forEach((r, i) => {

@@ -57,6 +57,7 @@ export const WECOM_APIS = [
   "kf/service_state/trans",
   "kf/account/list",
   "media/upload",
+  "aibot/response",
   OTHER,
 ] as const;
 

@@ -58,13 +58,17 @@ export class Ingestor {
   /** Called after each committed batch with its new (stored) results. */
   onCommit?: (items: IngestItem[], results: IngestResult[]) => void;
 
+  readonly #now: () => number;
+
   /**
    * @param store where items go
    * @param maxBatch most items in one transaction (default 256)
+   * @param now the gateway's clock (stamps rows, makes entries due)
    */
-  constructor(store: Store, maxBatch = 256) {
+  constructor(store: Store, maxBatch = 256, now: () => number = Date.now) {
     this.#store = store;
     this.#maxBatch = maxBatch;
+    this.#now = now;
   }
 
   /** Queue an item; resolves once it is committed (or found already stored). */
@@ -85,7 +89,11 @@ export class Ingestor {
     while (this.#queue.length > 0) {
       const batch = this.#queue.splice(0, this.#maxBatch);
       try {
-        const results = await this.#store.ingest(batch.map((p) => p.item));
+        const results = await this.#store.ingest(
+          batch.map((p) => p.item),
+          undefined,
+          this.#now(),
+        );
         for (let i = 0; i < batch.length; i++) batch[i]?.resolve(results[i] as IngestResult);
         this.onCommit?.(
           batch.map((p) => p.item),

@@ -278,9 +278,10 @@ export interface Store {
   /**
    * Record items in one transaction: each key goes into the idempotency ledger once; a new key's
    * message and outbox entries are written with it; a known key changes nothing. When `cursor` is
-   * given it is saved in the same transaction (KF pages).
+   * given it is saved in the same transaction (KF pages). `now` (ms, default the wall clock)
+   * stamps the rows and makes the new outbox entries due.
    */
-  ingest(items: IngestItem[], cursor?: { tenant: string; openKfId: string; cursor: string }): Promise<IngestResult[]>;
+  ingest(items: IngestItem[], cursor?: { tenant: string; openKfId: string; cursor: string }, now?: number): Promise<IngestResult[]>;
 
   /** The pull state of a KF account. */
   getKfCursor(tenant: string, openKfId: string): Promise<KfCursor | undefined>;

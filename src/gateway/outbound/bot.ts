@@ -545,6 +545,7 @@ export class BotSender implements Sender {
       status = res.status;
       answer = res.body;
     } catch (e) {
+      this.#ctx.onWeComResult?.(RESPONSE_API, -2);
       if (e instanceof HttpClientError) {
         if (e.code === "http_invalid_request") return { ok: false, errcode: 0, errmsg: "the response_url is not an http(s) URL" };
         // the message names the origin and path only, never the response_code
@@ -554,6 +555,7 @@ export class BotSender implements Sender {
     }
     const errcode = isJsonObject(answer) && typeof answer.errcode === "number" ? answer.errcode : 0;
     const errmsg = isJsonObject(answer) && typeof answer.errmsg === "string" ? answer.errmsg.slice(0, 200) : "";
+    this.#ctx.onWeComResult?.(RESPONSE_API, errcode);
     if (errcode === 0) {
       if (status >= 200 && status < 300) return { ok: true };
       throw new WeComApiError(RESPONSE_API, 0, `HTTP ${status}`, status);

@@ -72,6 +72,8 @@ export interface OutboundContext {
   now(): number;
   /** Credentials of the app with this agentId, or of the KF app (`"kf"`). */
   credentials(app: number | "kf"): WeComCredentials | undefined;
+  /** Count a WeCom answer of a call made outside the WeCom client (a bot's response_url); -2: no answer. */
+  onWeComResult?(api: string, errcode: number): void;
 }
 
 /** Why a message could not be sent, as the 全媒体 is told (`Tag` of a notice). */

@@ -213,7 +213,7 @@ export class SqliteStore implements Store {
   readonly #stmts = new Map<string, Stmt>();
   readonly #lanes = new LaneCache();
   #checkpointer: Checkpointer | undefined;
-  readonly #ingest: (items: IngestItem[], cursor: { tenant: string; openKfId: string; cursor: string } | undefined) => IngestResult[];
+  readonly #ingest: (items: IngestItem[], cursor: { tenant: string; openKfId: string; cursor: string } | undefined, now: number) => IngestResult[];
   /** The lanes epoch the lanes in memory were built at (see {@link LANES_EPOCH}). */
   #lanesEpoch: unknown;
   /** Retention passes in progress: the last message seq looked at, by channel. */
@@ -593,9 +593,8 @@ export class SqliteStore implements Store {
     }
   }
 
-  #ingestTx = (items: IngestItem[], cursor: { tenant: string; openKfId: string; cursor: string } | undefined): IngestResult[] => {
+  #ingestTx = (items: IngestItem[], cursor: { tenant: string; openKfId: string; cursor: string } | undefined, now: number): IngestResult[] => {
     const start = this.#ingestStart();
-    const now = Date.now();
     const results: IngestResult[] = [];
     const insertLedger = this.#stmt("INSERT INTO ledger (tenant, channel, key, message_seq, skip_reason, first_seen) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING");
     const insertMessage = this.#stmt(
@@ -650,14 +649,14 @@ export class SqliteStore implements Store {
     return results;
   };
 
-  async ingest(items: IngestItem[], cursor?: { tenant: string; openKfId: string; cursor: string }): Promise<IngestResult[]> {
-    return this.ingestSync(items, cursor);
+  async ingest(items: IngestItem[], cursor?: { tenant: string; openKfId: string; cursor: string }, now?: number): Promise<IngestResult[]> {
+    return this.ingestSync(items, cursor, now);
   }
 
   /** The synchronous form of {@link ingest}, for callers that batch themselves. */
-  ingestSync(items: IngestItem[], cursor?: { tenant: string; openKfId: string; cursor: string }): IngestResult[] {
+  ingestSync(items: IngestItem[], cursor?: { tenant: string; openKfId: string; cursor: string }, now: number = Date.now()): IngestResult[] {
     this.#txRows = [];
-    const results = this.#lanes.run(() => this.#ingest(items, cursor));
+    const results = this.#lanes.run(() => this.#ingest(items, cursor, now));
     if (this.#unfolded.length + this.#txRows.length > 4 * FOLD_CHUNK) this.#unfolded = []; // folds are failing: they will read the rows
     else for (const r of this.#txRows) this.#unfolded.push(r);
     this.#txRows = [];
