@@ -361,8 +361,9 @@ export interface Store {
   /**
    * Read-modify-write of a shared state value in one transaction: `update` gets the current value
    * (undefined when missing or expired) and returns the value to write, `null` to delete it, or
-   * undefined to leave it. Must be synchronous. Returns the value now stored. `conversationId`
-   * ties the row to a conversation (erased with it).
+   * undefined to leave it. Must be synchronous, and may run twice (a shared transaction that
+   * failed is retried alone). Returns the value now stored. `conversationId` ties the row to a
+   * conversation (erased with it).
    */
   updateState(tenant: string, key: string, conversationId: string | null, now: number, update: (current: unknown) => StateWrite | null | undefined): Promise<unknown>;
 

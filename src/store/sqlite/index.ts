@@ -765,7 +765,7 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Group commit of outbox writes (finishes, outbound accepts): the writes asked for during one
+   * Group commit of outbox and shared-state writes (finishes, outbound accepts, state updates): the writes asked for during one
    * event-loop turn share one transaction, each caller answered once it committed. When the shared
    * transaction fails, each write runs again in its own, so one bad write fails only its caller.
    */
@@ -1342,19 +1342,18 @@ export class SqliteStore implements Store {
   }
 
   async updateState(tenant: string, key: string, conversationId: string | null, now: number, update: (current: unknown) => StateWrite | null | undefined): Promise<unknown> {
-    return this.db
-      .transaction(() => {
-        const current = this.#readState(tenant, key, now);
-        const next = update(current);
-        if (next === undefined) return current;
-        if (next === null) {
-          this.#stmt("DELETE FROM shared_state WHERE tenant = ? AND key = ?").run(tenant, key);
-          return undefined;
-        }
-        this.#writeState(tenant, key, conversationId, next, now);
-        return next.value;
-      })
-      .immediate();
+    // in the turn's group commit, like finishes and accepts
+    return this.#write(() => {
+      const current = this.#readState(tenant, key, now);
+      const next = update(current);
+      if (next === undefined) return current;
+      if (next === null) {
+        this.#stmt("DELETE FROM shared_state WHERE tenant = ? AND key = ?").run(tenant, key);
+        return undefined;
+      }
+      this.#writeState(tenant, key, conversationId, next, now);
+      return next.value;
+    });
   }
 
   /** See {@link Store.getOrCreateSetting}. Names starting with `store.` are the store's own marks. */
