@@ -25,6 +25,7 @@ import { type MediaDownload, WeComApiError, type WeComClient, type WeComCredenti
 import { BridgeError, WeComCryptoError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { MediaRef } from "../model.js";
+import type { OmniToBody } from "../omni/index.js";
 import type { OutboxEntry, OutboxKind, Store } from "../store/types.js";
 import { CONFIGURATION_HINTS } from "../wecom/errcodes.js";
 import { decryptBotMediaStream, MediaGoneError, type MediaStore, type MediaUnavailable, mediaId, unavailableOf } from "./media.js";
@@ -47,6 +48,8 @@ export interface MediaJob {
 export interface OmniJob {
   /** How many media the message has (the omni entry waits for them). */
   mediaCount: number;
+  /** The body to send, built when the message was stored, for a message without media (no read at delivery). */
+  body?: OmniToBody;
 }
 
 /** Backoff and limits. */
@@ -450,6 +453,12 @@ export class DeliveryWorker {
     if (notice !== undefined) {
       await this.#o.omni.send(notice);
       this.#o.log.info("notice delivered to 全媒体", { outbox: entry.id, conversation: entry.conversationId, content: notice.Content });
+      return false;
+    }
+    const prebuilt = (entry.payload as OmniJob | null)?.body;
+    if (prebuilt !== undefined) {
+      await this.#o.omni.send(prebuilt);
+      this.#o.log.info("delivered to 全媒体", { message: entry.messageSeq, conversation: entry.conversationId, msgType: prebuilt.MsgType });
       return false;
     }
     const seq = entry.messageSeq;

@@ -9,7 +9,7 @@
 import type { UnifiedMessage } from "../model.js";
 import type { IngestEffect, IngestItem, IngestResult, OutboxInsert, Store } from "../store/types.js";
 import type { MediaJob, MediaSource, OmniJob } from "./delivery.js";
-import { mediaRefs } from "./omni-map.js";
+import { mediaRefs, toOmniBody } from "./omni-map.js";
 
 /**
  * True for an item that concerns a KF account rather than a customer (servicer_status_change):
@@ -34,7 +34,9 @@ export function messageItem(tenant: string, message: UnifiedMessage, source: Med
   if (isAccountLevel(message)) return { tenant, channel: message.channel, key: message.id, message };
   const refs = mediaRefs(message.content);
   const outbox: OutboxInsert[] = refs.map((ref, index) => ({ kind: "media", conversationId: null, payload: { index, ref, source } satisfies MediaJob }));
-  outbox.push({ kind: "omni", conversationId: message.conversationId, payload: { mediaCount: refs.length } satisfies OmniJob });
+  // a message without media is delivered as it is: its body is built now, not read back later
+  const omni: OmniJob = refs.length === 0 ? { mediaCount: 0, body: toOmniBody(message) } : { mediaCount: refs.length };
+  outbox.push({ kind: "omni", conversationId: message.conversationId, payload: omni });
   const more = extra?.(message);
   if (more?.entries !== undefined) outbox.push(...more.entries);
   const item: IngestItem = { tenant, channel: message.channel, key: message.id, message, outbox };
