@@ -232,6 +232,10 @@ export class SqliteStore implements Store {
   /** Outbox writes waiting for the next group commit (see #write). */
   #writes: { run: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }[] = [];
   #writesScheduled = false;
+  /** One write transaction running `fn` (made once: better-sqlite3 wraps a function per call otherwise). */
+  readonly #writeTx: (fn: () => unknown) => unknown;
+  /** The claim transaction (made once). */
+  readonly #claimTx: (kinds: OutboxKind[], now: number, limit: number, leaseMs: number) => OutboxEntry[];
 
   /**
    * Open (creating the folder and file if needed) and migrate. With `owner`, this process is the
@@ -280,6 +284,11 @@ export class SqliteStore implements Store {
     this.db.pragma("cache_size = -65536"); // 64 MiB
     this.db.pragma("wal_autocheckpoint = 1000");
     this.#ingest = this.db.transaction(this.#ingestTx).immediate;
+    this.#claimTx = this.db.transaction((kinds: OutboxKind[], now: number, limit: number, leaseMs: number) => this.#claim(kinds, now, limit, leaseMs)).immediate;
+    this.#writeTx = this.db.transaction((fn: () => unknown) => {
+      this.#syncLanes();
+      return fn();
+    }).immediate;
   }
 
   #stmt(sql: string): Stmt {
@@ -697,24 +706,27 @@ export class SqliteStore implements Store {
          OR EXISTS (SELECT 1 FROM outbox INDEXED BY outbox_leased WHERE state = 'inflight' AND lease_until < ?) AS w`,
     ).get(now, now) as Row;
     if (work.w !== 1) return [];
+    return this.#lanes.run(() => this.#claimTx(kinds, now, limit, leaseMs));
+  }
+
+  /** The body of {@link claimOutbox}, inside a write transaction. */
+  #claim(kinds: OutboxKind[], now: number, limit: number, leaseMs: number): OutboxEntry[] {
+    this.#syncLanes();
+    this.#adoptRequeued();
+    // leases that ran out: the worker holding them died
+    this.#stmt("UPDATE outbox INDEXED BY outbox_leased SET state = 'pending', lease_until = NULL WHERE state = 'inflight' AND lease_until < ?").run(now);
     const kindList = kinds.map(() => "?").join(", ");
-    return this.#lanes.run(() => this.db.transaction(() => {
-      this.#syncLanes();
-      this.#adoptRequeued();
-      // leases that ran out: the worker holding them died
-      this.#stmt("UPDATE outbox INDEXED BY outbox_leased SET state = 'pending', lease_until = NULL WHERE state = 'inflight' AND lease_until < ?").run(now);
-      const rows = this.#stmt(
-        `SELECT * FROM outbox INDEXED BY outbox_ready WHERE state = 'pending' AND ready = 1 AND next_attempt_at <= ? AND kind IN (${kindList}) ORDER BY next_attempt_at, id LIMIT ?`,
-      ).all(now, ...kinds, limit) as Row[];
-      const claim = this.#stmt("UPDATE outbox SET state = 'inflight', lease_until = ?, attempts = attempts + 1, updated_at = ? WHERE id = ? AND state = 'pending'");
-      const out: OutboxEntry[] = [];
-      for (const r of rows) {
-        if (claim.run(now + leaseMs, now, r.id).changes === 1) {
-          out.push(outboxFromRow({ ...r, state: "inflight", attempts: (r.attempts as number) + 1, updated_at: now }));
-        }
+    const rows = this.#stmt(
+      `SELECT * FROM outbox INDEXED BY outbox_ready WHERE state = 'pending' AND ready = 1 AND next_attempt_at <= ? AND kind IN (${kindList}) ORDER BY next_attempt_at, id LIMIT ?`,
+    ).all(now, ...kinds, limit) as Row[];
+    const claim = this.#stmt("UPDATE outbox SET state = 'inflight', lease_until = ?, attempts = attempts + 1, updated_at = ? WHERE id = ? AND state = 'pending'");
+    const out: OutboxEntry[] = [];
+    for (const r of rows) {
+      if (claim.run(now + leaseMs, now, r.id).changes === 1) {
+        out.push(outboxFromRow({ ...r, state: "inflight", attempts: (r.attempts as number) + 1, updated_at: now }));
       }
-      return out;
-    }).immediate());
+    }
+    return out;
   }
 
   async finishOutbox(id: number, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): Promise<void> {
@@ -782,15 +794,7 @@ export class SqliteStore implements Store {
     this.#writesScheduled = false;
     const batch = this.#writes;
     this.#writes = [];
-    const tx = <T>(fn: () => T): T =>
-      this.#lanes.run(() =>
-        this.db
-          .transaction(() => {
-            this.#syncLanes();
-            return fn();
-          })
-          .immediate(),
-      );
+    const tx = <T>(fn: () => T): T => this.#lanes.run(() => this.#writeTx(fn) as T);
     if (batch.length > 1) {
       let results: unknown[] | undefined;
       try {
