@@ -86,6 +86,18 @@ describe("partial downloads", () => {
     expect([existsSync(old), existsSync(fresh), existsSync(done)]).toEqual([false, true, true]);
     expect(await sweepPartialFiles(join(dir, "missing"), Date.now())).toBe(0);
   });
+
+  it("agents' files a killed process left in outbound-tmp are swept too", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "wb-partial-"));
+    mkdirSync(join(dir, "outbound-tmp"));
+    const old = join(dir, "outbound-tmp", "agent-media-0123456789abcdef01234567.part");
+    const fresh = join(dir, "outbound-tmp", "agent-media-76543210fedcba9876543210.part");
+    for (const f of [old, fresh]) writeFileSync(f, "x");
+    const hourAgo = (Date.now() - 2 * 3_600_000) / 1000;
+    utimesSync(old, hourAgo, hourAgo);
+    expect(await sweepPartialFiles(dir, Date.now() - PARTIAL_FILE_MAX_AGE_MS)).toBe(1);
+    expect([existsSync(old), existsSync(fresh)]).toEqual([false, true]);
+  });
 });
 
 describe("retention", () => {

@@ -63,8 +63,9 @@ export async function removeMediaFile(dir: string, row: Pick<MediaRow, "tenant" 
 }
 
 /**
- * Delete the partial downloads (`*.tmp`) a killed process left in `dir`, when last written before
- * `before` (ms): a download in progress keeps writing its file, so it is never touched.
+ * Delete the partial downloads (`*.tmp`, and agents' files on their way to WeCom, `*.part` in
+ * `outbound-tmp`) a killed process left in `dir`, when last written before `before` (ms): a
+ * download in progress keeps writing its file, so it is never touched.
  * @returns how many were removed
  */
 export async function sweepPartialFiles(dir: string, before: number): Promise<number> {
@@ -83,7 +84,8 @@ export async function sweepPartialFiles(dir: string, before: number): Promise<nu
       continue; // a file, not a tenant folder
     }
     for (const name of names) {
-      if (!name.endsWith(".tmp")) continue;
+      // .tmp: a WeCom media download; .part: an agent's file on its way to WeCom (outbound-tmp)
+      if (!name.endsWith(".tmp") && !name.endsWith(".part")) continue;
       const path = join(dir, tenant, name);
       try {
         if ((await stat(path)).mtimeMs < before) {
