@@ -32,7 +32,7 @@ import { decryptBotMediaStream, MediaGoneError, type MediaStore, type MediaUnava
 import type { Metrics } from "./metrics.js";
 import { type MediaResolution, mediaRefs, toOmniBody } from "./omni-map.js";
 import { type DispatchDeps, outboundFailed, runOutbound } from "./outbound/dispatch.js";
-import type { OmniNoticeJob, Sender } from "./outbound/types.js";
+import { isFinalFailure, type OmniNoticeJob, type Sender } from "./outbound/types.js";
 
 /** Where a media entry fetches from. */
 export type MediaSource = { kind: "wecom"; app: string } | { kind: "bot"; bot: string } | { kind: "none" };
@@ -99,9 +99,7 @@ const INBOUND_KINDS: OutboxKind[] = ["media", "omni"];
 
 /** True when trying again cannot help: WeCom's final answers, an oversized file, a file that does not decrypt. */
 function isFinal(e: unknown): boolean {
-  if (e instanceof WeComApiError) return e.kind === "final";
-  if (e instanceof WeComCryptoError) return true;
-  return e instanceof BridgeError && (e as { retryable?: unknown }).retryable === false;
+  return e instanceof WeComCryptoError || isFinalFailure(e);
 }
 
 /** An omni entry waiting in memory for its message's media. */

@@ -26,7 +26,8 @@ import { type OmniFromBody, OmniError, omniReply, parseOmniBody, verifyOmniSigna
 import { type ConversationAddress, parseConversationAddress } from "../../wecom/address.js";
 import { splitUtf8 } from "../../wecom/text-split.js";
 import { botConversationKey } from "../outbound/bot.js";
-import { type AppJob, type BotJob, type KfJob, keyHash, tagMsgId, tagValue } from "../outbound/types.js";
+import { type AppJob, type BotJob, isHttpUrl, type KfJob, keyHash, tagMsgId, tagNumber, tagValue } from "../outbound/types.js";
+import { isObject } from "../../wecom/fields.js";
 import { decideKfSend, type KfRulesState, kfRulesExpiry, kfRulesKey } from "../outbound/kf-rules.js";
 import { KF_MSG_TYPES, KF_TEXT_MAX_BYTES } from "../outbound/kf.js";
 import { outboundKeyKeepMs } from "../retention.js";
@@ -107,14 +108,6 @@ async function route(ctx: EndpointContext, toUserId: string, msgType: string): P
   }
 }
 
-function num(v: unknown): number | undefined {
-  const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
-  return typeof n === "number" && Number.isFinite(n) ? n : undefined;
-}
-
-const isHttpUrl = (v: unknown) => typeof v === "string" && /^https?:\/\/[^\s]+$/i.test(v);
-const isObject = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
-
 /**
  * What is wrong with a message whatever its channel (30005, checked before the route), in one
  * line; undefined when nothing. Tag is free JSON: only the keys a MsgType needs are read.
@@ -133,7 +126,7 @@ function bodyProblem(body: OmniFromBody): string | undefined {
     case "file":
       return isHttpUrl(content) ? undefined : "Content must be the file's http(s) URL";
     case "location":
-      return num(tagValue(tag, "latitude")) === undefined || num(tagValue(tag, "longitude")) === undefined ? "location needs Tag.latitude and Tag.longitude" : undefined;
+      return tagNumber(tagValue(tag, "latitude")) === undefined || tagNumber(tagValue(tag, "longitude")) === undefined ? "location needs Tag.latitude and Tag.longitude" : undefined;
     case "link":
       return isHttpUrl(tagValue(tag, "url") ?? content) ? undefined : "link needs Tag.url (or Content) as an http(s) URL";
     case "miniprogram":

@@ -35,7 +35,7 @@ import type { OutboxEntry } from "../../store/types.js";
 import { type ConversationAddress, parseConversationAddress } from "../../wecom/address.js";
 import { splitUtf8 } from "../../wecom/text-split.js";
 import { prepareAgentMedia, type WeComMediaType } from "./media.js";
-import { type AgentMessageJob, type AppJob, keyHash, type OutboundContext, refusalOf, type Sender, type SendResult, tagValue } from "./types.js";
+import { type AgentMessageJob, type AppJob, isHttpUrl, keyHash, type OutboundContext, refusalOf, refusalReason, type Sender, type SendResult, tagValue, wecomErrmsg } from "./types.js";
 
 /** message/send text limit, bytes (longer texts are truncated by WeCom). */
 export const APP_TEXT_MAX_BYTES = 2048;
@@ -144,39 +144,9 @@ function str(v: unknown): string | undefined {
   return typeof v === "string" && v.trim() !== "" ? v : undefined;
 }
 
-const isHttpUrl = (s: string | undefined): s is string => s !== undefined && /^https?:\/\/\S+$/i.test(s);
-
 /** The first part of a text cut at `max` bytes on a grapheme boundary (WeCom cuts anywhere). */
 function cut(text: string, max: number): string {
   return splitUtf8(text, max)[0] ?? "";
-}
-
-/** WeCom's errmsg of a failure, without the API and errcode the message starts with. */
-function errmsgOf(e: WeComApiError): string {
-  return e.message.replace(/^[^:]*: (errcode -?\d+ )?/, "");
-}
-
-/** A readable reason for an agent, by WeCom's errcode. */
-function reasonOf(errcode: number): string {
-  switch (errcode) {
-    case 81013:
-      return "the member cannot receive the app's messages (not in the app's visible range, or no longer in the company)";
-    case 40007:
-      return "WeCom no longer has the uploaded file (invalid media_id)";
-    case 45002:
-    case 44004:
-      return "WeCom refused the content (empty, or too long)";
-    case 40123:
-    case 301017:
-    case 40004:
-      return "WeCom refused the file's format";
-    case 40006:
-    case 40009:
-    case 40011:
-      return "WeCom refused the file's size";
-    default:
-      return `WeCom refused the message (errcode ${errcode})`;
-  }
 }
 
 /** Sends `app_send` entries through `message/send`. */
@@ -313,13 +283,13 @@ export class AppSender implements Sender {
       } catch (e) {
         if (!(e instanceof WeComApiError) || e.kind !== "final") throw e;
         ctx.log.info("app message refused by WeCom", { outbox: entry.id, part: i, errcode: e.errcode });
-        return refuse(e.errcode, errmsgOf(e), `${reasonOf(e.errcode)}${sentBefore(i)}`);
+        return refuse(e.errcode, wecomErrmsg(e.message), `${refusalReason(e.errcode)}${sentBefore(i)}`);
       } finally {
         await this.#settle(key, job.body.ToUserId, entry.id, i, ok);
       }
       if (invalid) {
         ctx.log.info("app message refused by WeCom: invaliduser", { outbox: entry.id, part: i });
-        return refuse(81013, "invaliduser", `${reasonOf(81013)}${sentBefore(i)}`);
+        return refuse(81013, "invaliduser", `${refusalReason(81013)}${sentBefore(i)}`);
       }
     }
     return { state: "done" };
@@ -341,7 +311,7 @@ export class AppSender implements Sender {
 
   /** A media failure that will not go away (the file, the URL, WeCom's final answer to the upload), as a refusal; undefined for others. */
   #finalMediaProblem(e: unknown): { errcode: number; errmsg: string; reason: string } | undefined {
-    if (e instanceof WeComApiError) return e.kind === "final" ? { errcode: e.errcode, errmsg: errmsgOf(e), reason: reasonOf(e.errcode) } : undefined;
+    if (e instanceof WeComApiError) return e.kind === "final" ? { errcode: e.errcode, errmsg: wecomErrmsg(e.message), reason: refusalReason(e.errcode) } : undefined;
     if (e instanceof AgentMediaError) return e.retryable ? undefined : { errcode: 0, errmsg: e.code, reason: `the agent's file cannot be fetched: ${e.message}` };
     if (e instanceof BridgeError && (e as { retryable?: unknown }).retryable === false) return { errcode: 0, errmsg: e.code, reason: `the agent's file cannot be sent: ${e.message}` };
     return undefined;

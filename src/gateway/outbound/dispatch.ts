@@ -9,8 +9,7 @@ import { WeComApiError } from "../../clients/wecom.js";
 import type { Logger } from "../../log.js";
 import type { OutboxEntry, Store } from "../../store/types.js";
 import type { Metrics } from "../metrics.js";
-import { reasonOf } from "./kf.js";
-import { type AgentMessageJob, isFinalFailure, refusalOf, type Sender, type SendResult } from "./types.js";
+import { type AgentMessageJob, isFinalFailure, refusalOf, refusalReason, type Sender, type SendResult } from "./types.js";
 
 /** What the dispatch needs of the outbox worker. */
 export interface DispatchDeps {
@@ -72,7 +71,7 @@ export async function outboundFailed(d: DispatchDeps, entry: OutboxEntry, e: unk
   const isMessage = job?.op === "message";
   const errcode = e instanceof WeComApiError ? e.errcode : 0;
   if (isFinalFailure(e)) {
-    const notice = isMessage ? [refusalOf(job, errcode, error, errcode !== 0 ? reasonOf(errcode) : error)] : [];
+    const notice = isMessage ? [refusalOf(job, errcode, error, errcode !== 0 ? refusalReason(errcode) : error)] : [];
     await d.store.finishOutbox(entry.id, { state: "refused", error, errcode }, d.now(), notice.length > 0 ? { tenant: entry.tenant, messageSeq: null, entries: notice } : undefined);
     d.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "refused" });
     d.log.info("outbound refused", { outbox: entry.id, kind: entry.kind, errcode, error });

@@ -15,11 +15,11 @@
 import { randomBytes } from "node:crypto";
 import { WeComApiError, type WeComCredentials } from "../../clients/wecom.js";
 import type { OutboxEntry } from "../../store/types.js";
-import { type ConversationAddress, parseConversationAddress } from "../../wecom/address.js";
+import { type ConversationAddress, formatConversationAddress, parseConversationAddress } from "../../wecom/address.js";
 import { splitUtf8 } from "../../wecom/text-split.js";
 import { KF_BUDGET, type KfRulesState, kfRulesExpiry, kfRulesKey } from "./kf-rules.js";
 import { MediaRefusedError, prepareAgentMedia } from "./media.js";
-import { type AgentMessageJob, isFinalFailure, type KfJob, type KfOpJob, type OutboundContext, refusalOf, type Sender, type SendResult, tagValue, wecomMsgId } from "./types.js";
+import { type AgentMessageJob, isFinalFailure, type KfJob, type KfOpJob, type OutboundContext, refusalOf, refusalReason, type Sender, type SendResult, tagNumber, tagValue, wecomMsgId } from "./types.js";
 
 /** kf/send_msg text limit, bytes. */
 export const KF_TEXT_MAX_BYTES = 2048;
@@ -34,10 +34,8 @@ export function kfPartCount(msgType: string, content: string): number {
 
 type KfAddress = Extract<ConversationAddress, { channel: "kf" }>;
 
-function num(v: unknown): number | undefined {
-  const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
-  return typeof n === "number" && Number.isFinite(n) ? n : undefined;
-}
+/** The conversation address of a KF customer. */
+const kfAddress = (corpId: string, openKfId: string, externalUserId: string) => formatConversationAddress({ channel: "kf", corpId, openKfId, externalUserId });
 
 function str(v: unknown): string | undefined {
   return typeof v === "string" && v !== "" ? v : undefined;
@@ -115,7 +113,7 @@ export class KfSender implements Sender {
           await this.#learn(to, e.errcode, creds);
           if (e.errcode !== 95001) await this.#refund(to, job, allowed - i);
           const sent = i > 0 ? ` (parts 1-${i} of ${bodies.length} were sent)` : "";
-          return { state: "refused", errcode: e.errcode, error: e.message, followUps: [refusalOf(job, e.errcode, e.message, `${reasonOf(e.errcode)}${sent}`)] };
+          return { state: "refused", errcode: e.errcode, error: e.message, followUps: [refusalOf(job, e.errcode, e.message, `${refusalReason(e.errcode)}${sent}`)] };
         }
         throw e;
       }
@@ -141,7 +139,7 @@ export class KfSender implements Sender {
         return [{ msgtype: m.type, [m.type]: { media_id: m.mediaId } }];
       }
       case "location": {
-        const loc: Record<string, unknown> = { latitude: num(tagValue(tag, "latitude")), longitude: num(tagValue(tag, "longitude")) };
+        const loc: Record<string, unknown> = { latitude: tagNumber(tagValue(tag, "latitude")), longitude: tagNumber(tagValue(tag, "longitude")) };
         const name = str(tagValue(tag, "name"));
         const address = str(tagValue(tag, "address")) ?? (content !== "" ? content : undefined);
         if (name !== undefined) loc.name = name;
@@ -176,7 +174,7 @@ export class KfSender implements Sender {
         };
         if (job.servicerUserId !== undefined) input.servicerUserId = job.servicerUserId;
         await this.#ctx.wecom.kfServiceStateTrans(creds, input);
-        await this.#setRules(`kf:${creds.corpId}:${job.openKfId}:${job.externalUserId}`, (s) => {
+        await this.#setRules(kfAddress(creds.corpId, job.openKfId, job.externalUserId), (s) => {
           // a claim that lands after a handoff was stored does not undo the handoff (its trans follows)
           if (job.serviceState === 1 && s.serviceState === 3) return s;
           const next: KfRulesState = { ...s, serviceState: job.serviceState };
@@ -205,12 +203,12 @@ export class KfSender implements Sender {
    */
   async #refund(to: KfAddress, job: AgentMessageJob, parts: number): Promise<void> {
     if (parts <= 0 || job.chargedFor === undefined) return;
-    await this.#setRules(`kf:${to.corpId}:${to.openKfId}:${to.externalUserId}`, (s) => (s.customerAt === job.chargedFor ? { ...s, used: Math.max(0, s.used - parts) } : s));
+    await this.#setRules(formatConversationAddress(to), (s) => (s.customerAt === job.chargedFor ? { ...s, used: Math.max(0, s.used - parts) } : s));
   }
 
   /** What a refusal tells about the conversation: the state (95018, asked again) or the budget (95001). */
   async #learn(to: KfAddress, errcode: number, creds: WeComCredentials): Promise<void> {
-    if (errcode === 95001) await this.#setRules(`kf:${to.corpId}:${to.openKfId}:${to.externalUserId}`, (s) => ({ ...s, used: KF_BUDGET }));
+    if (errcode === 95001) await this.#setRules(formatConversationAddress(to), (s) => ({ ...s, used: KF_BUDGET }));
     if (errcode === 95018) await this.#refreshState(to.openKfId, to.externalUserId, creds);
   }
 
@@ -226,7 +224,7 @@ export class KfSender implements Sender {
     } catch (e) {
       this.#ctx.log.warn("KF service_state/get failed", { error: (e as Error).message });
     }
-    await this.#setRules(`kf:${creds.corpId}:${openKfId}:${externalUserId}`, (s) => {
+    await this.#setRules(kfAddress(creds.corpId, openKfId, externalUserId), (s) => {
       const { serviceState: _, servicerUserId: __, ...rest } = s;
       if (st === undefined) return rest;
       const next: KfRulesState = { ...rest, serviceState: st.serviceState };
@@ -252,30 +250,5 @@ export class KfSender implements Sender {
       const next = change((cur as KfRulesState | undefined) ?? { used: 0 });
       return { value: next, expiresAt: kfRulesExpiry(next, now) };
     });
-  }
-}
-
-/** A readable reason for WeCom's KF refusals, for the agent. */
-export function reasonOf(errcode: number): string {
-  switch (errcode) {
-    case 95001:
-      return "WeCom allows 5 messages per customer message: the budget is used up until the customer writes";
-    case 95002:
-    case 95031:
-      return "the 48-hour window after the customer's last message has closed";
-    case 95013:
-      return "the session has ended";
-    case 95018:
-      return "the session's state does not allow API messages (a WeCom servicer has it, or it ended)";
-    case 95030:
-      return "WeCom blocks this message type for the account";
-    case 45002:
-      return "the content is too large for WeCom";
-    case 40007:
-      return "WeCom did not accept the media";
-    case 81013:
-      return "the member is not a valid recipient of the app";
-    default:
-      return `WeCom refused the message (errcode ${errcode})`;
   }
 }

@@ -121,13 +121,62 @@ export function failureNotice(address: string, serviceId: string | undefined, co
   return { kind: "omni", conversationId: address, payload: { notice } satisfies OmniNoticeJob };
 }
 
+/** WeCom's own errmsg in one of our error lines (`api: errcode N errmsg`); other text as it is. */
+export function wecomErrmsg(text: string): string {
+  return text.replace(/^[a-z_/]+: (errcode -?\d+ )?/, "");
+}
+
 /**
  * The notice for an agent's message that was refused or given up. `errmsg` is cut to WeCom's own
- * words when it is one of our error lines (`api: errcode N errmsg`).
+ * words when it is one of our error lines.
  */
 export function refusalOf(job: AgentMessageJob, errcode: number, errmsg: string, reason: string): OutboxInsert {
-  const own = errmsg.replace(/^[a-z_/]+: (errcode -?\d+ )?/, "");
-  return failureNotice(job.body.ToUserId, job.body.ServiceId, "send_failed", { errcode, errmsg: own, reason, ref: messageRef(job.body) });
+  return failureNotice(job.body.ToUserId, job.body.ServiceId, "send_failed", { errcode, errmsg: wecomErrmsg(errmsg), reason, ref: messageRef(job.body) });
+}
+
+/** A readable reason for a WeCom refusal of an agent's message, for the agent (any channel). */
+export function refusalReason(errcode: number): string {
+  switch (errcode) {
+    case 95001:
+      return "WeCom allows 5 messages per customer message: the budget is used up until the customer writes";
+    case 95002:
+    case 95031:
+      return "the 48-hour window after the customer's last message has closed";
+    case 95013:
+      return "the session has ended";
+    case 95018:
+      return "the session's state does not allow API messages (a WeCom servicer has it, or it ended)";
+    case 95030:
+      return "WeCom blocks this message type for the account";
+    case 81013:
+      return "the member cannot receive the app's messages (not in the app's visible range, or no longer in the company)";
+    case 40007:
+      return "WeCom no longer has the uploaded file (invalid media_id)";
+    case 45002:
+    case 44004:
+      return "WeCom refused the content (empty, or too long)";
+    case 40123:
+    case 301017:
+    case 40004:
+      return "WeCom refused the file's format";
+    case 40006:
+    case 40009:
+    case 40011:
+      return "WeCom refused the file's size";
+    default:
+      return `WeCom refused the message (errcode ${errcode})`;
+  }
+}
+
+/** A number, or a string holding one (the 全媒体's Tag values come either way); undefined otherwise. */
+export function tagNumber(v: unknown): number | undefined {
+  const n = typeof v === "string" && v.trim() !== "" ? Number(v) : v;
+  return typeof n === "number" && Number.isFinite(n) ? n : undefined;
+}
+
+/** True for an http(s) URL without white space. */
+export function isHttpUrl(v: unknown): v is string {
+  return typeof v === "string" && /^https?:\/\/\S+$/i.test(v);
 }
 
 /**
