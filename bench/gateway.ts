@@ -4,6 +4,12 @@
  * enqueued before the 200; side by side in one run with a bare node:http server that answers 200
  * at once (the ceiling). Each server runs in its own process; the load generator in this one.
  * Last line: `{"bench":"gateway","ours_rps":N,"ceiling_rps":N,"p99_ms":N}`.
+ *
+ * `npm run bench:gateway -- --store postgres`: stored callbacks per second on SQLite, on
+ * PostgreSQL with one replica, and with two replicas on one database (the load split between
+ * them, as a load balancer would), in the same run, each on a fresh store (`BENCH_PG`: the server,
+ * default the test server `postgres://postgres@127.0.0.1:5432/test`; a fresh schema per phase,
+ * dropped afterwards). Last line: `{"bench":"gateway-pg","sqlite_rps":N,"pg_rps_1":N,"pg_rps_2":N}`.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -11,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import autocannon from "autocannon";
+import pg from "pg";
 import { WeComCrypto } from "../src/wecom/crypto.js";
 import { median } from "./harness.js";
 
@@ -84,11 +91,11 @@ function refillPool(): void {
   poolIndex = 0;
 }
 
-async function load(url: string, signed: boolean): Promise<LoadResult> {
-  refillPool();
+async function load(url: string, signed: boolean, connections = CONNECTIONS, refill = true): Promise<LoadResult> {
+  if (refill) refillPool();
   const r = await autocannon({
     url,
-    connections: CONNECTIONS,
+    connections,
     duration: DURATION,
     method: "POST",
     requests: [
@@ -105,43 +112,102 @@ async function load(url: string, signed: boolean): Promise<LoadResult> {
 }
 
 const dir = mkdtempSync(join(tmpdir(), "wb-bench-"));
-const config = {
+/** The gateway's config on a store. */
+const configOn = (store: string) => ({
   listen: { host: "127.0.0.1", port: 0 },
   publicUrl: "http://127.0.0.1:1",
-  store: `sqlite:${join(dir, "bridge.db")}`,
+  store,
   adminToken: "bench-admin-token-0123",
   mediaDir: join(dir, "media"),
   wecom: { apiBase: "http://127.0.0.1:1", corpId: CORP, apps: [{ name: "bench", agentId: 1000002, secret: "s", token: TOKEN, encodingAESKey: AES }] },
   // the 全媒体 is not part of this measurement: deliveries fail fast and back off
   omni: { baseUrl: "http://127.0.0.1:1", appId: "1001", secret: "omni" },
   delivery: { maxAttempts: 100, baseDelayMs: 60_000, maxDelayMs: 600_000, concurrency: 4, timeoutMs: 1000 },
-};
-
-const ours: LoadResult[] = [];
-const ceiling: LoadResult[] = [];
-let rss = 0;
-try {
-  for (let round = 0; round < ROUNDS; round++) {
-    const c = await startChild(["ceiling"]);
-    ceiling.push(await load(c.url, false));
-    await c.stop();
-    const g = await startChild(["gateway", JSON.stringify(config)]);
-    ours.push(await load(g.url, true));
-    rss = Math.max(rss, await g.rss());
-    await g.stop();
-  }
-} finally {
-  rmSync(dir, { recursive: true, force: true });
-}
-
+});
 const m = (xs: LoadResult[], k: keyof LoadResult) => median(xs.map((x) => x[k]));
-const oursRps = Math.round(m(ours, "rps"));
-const ceilingRps = Math.round(m(ceiling, "rps"));
-const p99 = m(ours, "p99");
-console.log(`gateway: ${ROUNDS} rounds x ${DURATION} s, ${CONNECTIONS} connections, medians (node ${process.version})`);
-console.log("| server | req/s | p50 ms | p99 ms | non-2xx |");
-console.log("|---|---:|---:|---:|---:|");
-console.log(`| wecom-bridge (SQLite, stored + enqueued before 200) | ${oursRps} | ${m(ours, "p50")} | ${p99} | ${ours.reduce((n, r) => n + r.non2xx + r.errors, 0)} |`);
-console.log(`| ceiling (bare node:http, 200 at once) | ${ceilingRps} | ${m(ceiling, "p50")} | ${m(ceiling, "p99")} | ${ceiling.reduce((n, r) => n + r.non2xx + r.errors, 0)} |`);
-console.log(`ours / ceiling = ${(oursRps / ceilingRps).toFixed(2)} (target >= 0.35); peak RSS ${(rss / 1048576).toFixed(0)} MB (target < 250)`);
-console.log(JSON.stringify({ bench: "gateway", ours_rps: oursRps, ceiling_rps: ceilingRps, p99_ms: p99, rss_mb: Math.round(rss / 1048576) }));
+const failures = (xs: LoadResult[]) => xs.reduce((n, r) => n + r.non2xx + r.errors, 0);
+
+const storeArg = process.argv.indexOf("--store");
+const engine = storeArg >= 0 ? process.argv[storeArg + 1] : "sqlite";
+if (engine !== "sqlite" && engine !== "postgres") throw new Error(`--store takes sqlite or postgres, not ${engine}`);
+
+if (engine === "sqlite") {
+  const ours: LoadResult[] = [];
+  const ceiling: LoadResult[] = [];
+  let rss = 0;
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      const c = await startChild(["ceiling"]);
+      ceiling.push(await load(c.url, false));
+      await c.stop();
+      const g = await startChild(["gateway", JSON.stringify(configOn(`sqlite:${join(dir, `bridge-${round}.db`)}`))]);
+      ours.push(await load(g.url, true));
+      rss = Math.max(rss, await g.rss());
+      await g.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const oursRps = Math.round(m(ours, "rps"));
+  const ceilingRps = Math.round(m(ceiling, "rps"));
+  const p99 = m(ours, "p99");
+  console.log(`gateway: ${ROUNDS} rounds x ${DURATION} s, ${CONNECTIONS} connections, medians (node ${process.version})`);
+  console.log("| server | req/s | p50 ms | p99 ms | non-2xx |");
+  console.log("|---|---:|---:|---:|---:|");
+  console.log(`| wecom-bridge (SQLite, stored + enqueued before 200) | ${oursRps} | ${m(ours, "p50")} | ${p99} | ${failures(ours)} |`);
+  console.log(`| ceiling (bare node:http, 200 at once) | ${ceilingRps} | ${m(ceiling, "p50")} | ${m(ceiling, "p99")} | ${failures(ceiling)} |`);
+  console.log(`ours / ceiling = ${(oursRps / ceilingRps).toFixed(2)} (target >= 0.35); peak RSS ${(rss / 1048576).toFixed(0)} MB (target < 250)`);
+  console.log(JSON.stringify({ bench: "gateway", ours_rps: oursRps, ceiling_rps: ceilingRps, p99_ms: p99, rss_mb: Math.round(rss / 1048576) }));
+} else {
+  const server = process.env.BENCH_PG ?? "postgres://postgres@127.0.0.1:5432/test";
+  const admin = async (sql: string) => {
+    const c = new pg.Client({ connectionString: server });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  };
+  /** `replicas` gateways on one fresh schema, the load split between them; the sum of their rates. */
+  const pgPhase = async (round: number, replicas: number): Promise<LoadResult> => {
+    const schema = `wb_bench_${process.pid}_${round}_${replicas}`;
+    await admin(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    const store = `${server}${server.includes("?") ? "&" : "?"}schema=${schema}`;
+    try {
+      const children: Child[] = [];
+      // the first migrates; the others find the schema ready
+      for (let i = 0; i < replicas; i++) children.push(await startChild(["gateway", JSON.stringify(configOn(store))]));
+      refillPool();
+      const per = Math.max(1, Math.floor(CONNECTIONS / replicas));
+      const rs = await Promise.all(children.map((c) => load(c.url, true, per, false)));
+      for (const c of children) await c.stop();
+      return { rps: rs.reduce((n, r) => n + r.rps, 0), p50: Math.max(...rs.map((r) => r.p50)), p99: Math.max(...rs.map((r) => r.p99)), non2xx: rs.reduce((n, r) => n + r.non2xx, 0), errors: rs.reduce((n, r) => n + r.errors, 0) };
+    } finally {
+      await admin(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    }
+  };
+  const sqlite: LoadResult[] = [];
+  const pg1: LoadResult[] = [];
+  const pg2: LoadResult[] = [];
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      const g = await startChild(["gateway", JSON.stringify(configOn(`sqlite:${join(dir, `bridge-${round}.db`)}`))]);
+      sqlite.push(await load(g.url, true));
+      await g.stop();
+      pg1.push(await pgPhase(round, 1));
+      pg2.push(await pgPhase(round, 2));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const rate = (xs: LoadResult[]) => Math.round(m(xs, "rps"));
+  console.log(`gateway on PostgreSQL: ${ROUNDS} rounds x ${DURATION} s, ${CONNECTIONS} connections in all, medians (node ${process.version})`);
+  console.log("| store | stored callbacks/s | p50 ms | p99 ms | non-2xx |");
+  console.log("|---|---:|---:|---:|---:|");
+  console.log(`| SQLite | ${rate(sqlite)} | ${m(sqlite, "p50")} | ${m(sqlite, "p99")} | ${failures(sqlite)} |`);
+  console.log(`| PostgreSQL, 1 replica | ${rate(pg1)} | ${m(pg1, "p50")} | ${m(pg1, "p99")} | ${failures(pg1)} |`);
+  console.log(`| PostgreSQL, 2 replicas | ${rate(pg2)} | ${m(pg2, "p50")} | ${m(pg2, "p99")} | ${failures(pg2)} |`);
+  console.log(`pg_1 / sqlite = ${(rate(pg1) / rate(sqlite)).toFixed(2)} (target >= 0.3); pg_2 / pg_1 = ${(rate(pg2) / rate(pg1)).toFixed(2)} (target >= 0.9)`);
+  console.log(JSON.stringify({ bench: "gateway-pg", sqlite_rps: rate(sqlite), pg_rps_1: rate(pg1), pg_rps_2: rate(pg2) }));
+}

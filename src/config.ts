@@ -7,7 +7,13 @@
  * `WECOM_BRIDGE_ADMIN_TOKEN`, `WECOM_BRIDGE_APP_<NAME>_SECRET`, `WECOM_BRIDGE_APP_<NAME>_TOKEN`,
  * `WECOM_BRIDGE_APP_<NAME>_AES_KEY`, `WECOM_BRIDGE_BOT_<NAME>_TOKEN`, `WECOM_BRIDGE_BOT_<NAME>_AES_KEY`,
  * `WECOM_BRIDGE_ARCHIVE_SECRET`, `WECOM_BRIDGE_OMNI_SECRET`, `WECOM_BRIDGE_OMNI_REPLY_SECRET`,
- * `WECOM_BRIDGE_MEDIA_SECRET`.
+ * `WECOM_BRIDGE_MEDIA_SECRET`; with `wecom.corps`, each corp's `WECOM_BRIDGE_CORP_<CORPID>_ARCHIVE_SECRET`,
+ * `WECOM_BRIDGE_CORP_<CORPID>_OMNI_SECRET` and `WECOM_BRIDGE_CORP_<CORPID>_OMNI_REPLY_SECRET`.
+ *
+ * Many corps: `wecom.corps` (a list of `{corpId, apps, bots, archive?, omni?}`) replaces
+ * `wecom.corpId`, `wecom.apps`, `wecom.bots` and the top-level `archive`; the top-level `omni`
+ * stays required and is the 全媒体 of every corp without its own. {@link corpsOf} reads both forms
+ * as one list of corps.
  * @module
  */
 import { readFileSync } from "node:fs";
@@ -83,7 +89,41 @@ const botSchema = z.strictObject({
 
 const retentionDays = z.number().positive();
 
+const archiveSchema = z.strictObject({
+  secret: z.string().min(16, "must be at least 16 characters"),
+  /** IP addresses allowed to push; empty means any. */
+  allowIps: z.array(z.string()).default([]),
+});
 
+const omniSchema = z.strictObject({
+  baseUrl: url,
+  version: z.string().min(1).default("v1"),
+  appId: z.string().min(1),
+  secret: z.string().min(1),
+  /** Secret of the 全媒体 → APP direction when it differs (one vendor build). */
+  replySecret: z.string().min(1).optional(),
+  pathPrefix: z.string().regex(/^\/[A-Za-z0-9_\-/]*$/, 'must start with "/"').default("/qmtapi"),
+  /** Addresses or CIDRs that may call the staffService endpoint; empty: any. */
+  allowIps: z.array(addressOrCidr).default([]),
+  /** Accepted clock difference of a request's timestamp, seconds. */
+  timestampWindowSec: z.number().int().min(1).max(86_400).default(300),
+  /** Without Tag.msgid, the same (ToUserId, ServiceId, MsgType, Content) within this many seconds is a retry. */
+  dedupWindowSec: z.number().int().min(0).max(86_400).default(60),
+  /** Non-public hosts agents' media may be fetched from, besides the host of baseUrl (names, host:port, addresses, CIDRs). */
+  mediaHosts: z.array(z.string().min(1)).default([]),
+});
+
+/** One corp of `wecom.corps` (a deployment serving several corps). */
+const corpSchema = z.strictObject({
+  /** The CorpID: the receiveId of its apps' callbacks and the tenant of its records (it is part of conversation addresses). */
+  corpId: z.string().regex(/^[A-Za-z0-9_\-.@]{1,64}$/, "must be 1-64 characters of [A-Za-z0-9_-.@] (it is part of conversation addresses)"),
+  apps: z.array(appSchema).default([]),
+  bots: z.array(botSchema).default([]),
+  /** Its session-archive push; pushes are routed to the corp by this secret. */
+  archive: archiveSchema.optional(),
+  /** Its 全媒体; the top-level `omni` when absent. */
+  omni: omniSchema.optional(),
+});
 
 /** True for an IPv4 or IPv6 address, optionally with a `/prefix`. */
 export function isAddressOrCidr(s: string): boolean {
@@ -109,36 +149,18 @@ export const configSchema = z.strictObject({
   mediaLinkTtlSec: z.number().int().positive().default(7 * 24 * 3600),
   wecom: z.strictObject({
     apiBase: url.default("https://qyapi.weixin.qq.com"),
-    corpId: z.string().min(1),
+    /** The CorpID of a single-corp deployment (exclusive with `corps`). */
+    corpId: z.string().min(1).optional(),
+    /** The corps of a deployment serving several (exclusive with `corpId`, `apps`, `bots` and the top-level `archive`). */
+    corps: z.array(corpSchema).min(1, "must list at least one corp").optional(),
     apps: z.array(appSchema).default([]),
     bots: z.array(botSchema).default([]),
     /** Refuse callbacks whose timestamp is further than this from our clock, seconds; 0 disables. */
     callbackWindowSec: z.number().int().min(0).default(300),
   }),
-  archive: z
-    .strictObject({
-      secret: z.string().min(16, "must be at least 16 characters"),
-      /** IP addresses allowed to push; empty means any. */
-      allowIps: z.array(z.string()).default([]),
-    })
-    .optional(),
-  omni: z.strictObject({
-    baseUrl: url,
-    version: z.string().min(1).default("v1"),
-    appId: z.string().min(1),
-    secret: z.string().min(1),
-    /** Secret of the 全媒体 → APP direction when it differs (one vendor build). */
-    replySecret: z.string().min(1).optional(),
-    pathPrefix: z.string().regex(/^\/[A-Za-z0-9_\-/]*$/, 'must start with "/"').default("/qmtapi"),
-    /** Addresses or CIDRs that may call the staffService endpoint; empty: any. */
-    allowIps: z.array(addressOrCidr).default([]),
-    /** Accepted clock difference of a request's timestamp, seconds. */
-    timestampWindowSec: z.number().int().min(1).max(86_400).default(300),
-    /** Without Tag.msgid, the same (ToUserId, ServiceId, MsgType, Content) within this many seconds is a retry. */
-    dedupWindowSec: z.number().int().min(0).max(86_400).default(60),
-    /** Non-public hosts agents' media may be fetched from, besides the host of baseUrl (names, host:port, addresses, CIDRs). */
-    mediaHosts: z.array(z.string().min(1)).default([]),
-  }),
+  archive: archiveSchema.optional(),
+  /** The 全媒体; with `wecom.corps`, the 全媒体 of every corp without its own. */
+  omni: omniSchema,
   handoff: z
     .strictObject({
       /** A customer message equal to one of these (after trimming) asks for a human agent. */
@@ -206,23 +228,89 @@ export const configSchema = z.strictObject({
     .default({ days: 30, intervalSec: 60, batchSize: 500 }),
 });
 
-/** A validated configuration, defaults applied. */
-export type Config = z.output<typeof configSchema>;
+/** The schema's output: `wecom.corpId` is absent in the many-corps form. */
+type ParsedConfig = z.output<typeof configSchema>;
+
+/**
+ * A validated configuration, defaults applied. Both forms read the same: `wecom.corpId`,
+ * `wecom.apps`, `wecom.bots`, `archive` and `omni` are what a single-corp configuration says;
+ * with `wecom.corps`, `wecom.corpId` is the first corp's, `wecom.apps` and `wecom.bots` are every
+ * corp's (their names are unique across the deployment), and `archive` is absent. Code that acts
+ * for a corp reads {@link corpsOf}.
+ */
+export type Config = Omit<ParsedConfig, "wecom"> & {
+  wecom: Omit<ParsedConfig["wecom"], "corpId"> & {
+    /** The CorpID of a single-corp configuration; with `wecom.corps`, the first corp's (see {@link corpsOf}). */
+    corpId: string;
+  };
+};
 /** A configuration as written in the file (defaults optional). */
 export type ConfigInput = z.input<typeof configSchema>;
 /** One configured self-built app. */
 export type AppConfig = Config["wecom"]["apps"][number];
 /** One configured AI bot. */
 export type BotConfig = Config["wecom"]["bots"][number];
+/** The settings of one 全媒体 (the top-level `omni`, or a corp's own). */
+export type OmniConfig = Config["omni"];
+/** The session-archive push of one corp (the top-level `archive`, or a corp's own). */
+export type ArchiveConfig = z.output<typeof archiveSchema>;
+
+/** One corp the deployment serves, as {@link corpsOf} resolves it. */
+export interface CorpConfig {
+  /** The CorpID: the receiveId of its apps' callbacks and the tenant of its records. */
+  corpId: string;
+  apps: AppConfig[];
+  bots: BotConfig[];
+  /** Its session-archive push (pushes are routed to it by `archive.secret`), when configured. */
+  archive: ArchiveConfig | undefined;
+  /** Its 全媒体: its own `omni`, else the top-level one. */
+  omni: OmniConfig;
+}
+
+/** True when the configuration lists its corps in `wecom.corps` (many corps per deployment). */
+export function isManyCorps(config: Pick<Config, "wecom">): boolean {
+  return config.wecom.corps !== undefined;
+}
+
+/**
+ * Every corp of a configuration, in the file's order, each with its resolved `omni` (its own,
+ * else the top-level one) and `archive`: one shape for both forms (a single-corp configuration is
+ * one corp).
+ */
+export function corpsOf(config: Pick<Config, "wecom" | "archive" | "omni">): CorpConfig[] {
+  const corps = config.wecom.corps;
+  if (corps === undefined) {
+    return [{ corpId: config.wecom.corpId, apps: config.wecom.apps, bots: config.wecom.bots, archive: config.archive, omni: config.omni }];
+  }
+  return corps.map((c) => ({ corpId: c.corpId, apps: c.apps, bots: c.bots, archive: c.archive, omni: c.omni ?? config.omni }));
+}
+
+/**
+ * The configuration as one corp sees it: `wecom.corpId`, `wecom.apps`, `wecom.bots`, `archive`
+ * and `omni` are that corp's, everything else is the deployment's. Code written for one corp runs
+ * for each with its view.
+ */
+export function corpView(config: Config, corp: CorpConfig): Config {
+  const { archive: _, ...rest } = config;
+  const view: Config = { ...rest, wecom: { ...config.wecom, corpId: corp.corpId, apps: corp.apps, bots: corp.bots }, omni: corp.omni };
+  if (corp.archive !== undefined) view.archive = corp.archive;
+  return view;
+}
+
+/** The key of the credential a 全媒体 signs its staffService requests with: path, appId and secret. */
+export function omniCredentialKey(omni: OmniConfig): string {
+  return JSON.stringify([omni.pathPrefix.replace(/\/+$/, ""), omni.appId, omni.replySecret ?? omni.secret]);
+}
 
 function envName(s: string): string {
   return s.toUpperCase().replace(/[^A-Z0-9]/g, "_");
 }
 
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+
 /** Apply the environment overrides of secrets to a raw (unvalidated) configuration object. */
 export function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown {
-  type Obj = Record<string, unknown>;
-  const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
   if (!isObj(raw)) return raw;
   const cfg = structuredClone(raw);
   const set = (obj: unknown, key: string, v: string | undefined) => {
@@ -232,21 +320,99 @@ export function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown
   set(cfg, "mediaSecret", env.WECOM_BRIDGE_MEDIA_SECRET);
   const wecom = isObj(cfg.wecom) ? cfg.wecom : {};
   const named = (list: unknown) => (Array.isArray(list) ? list.filter((x): x is Obj & { name: string } => isObj(x) && typeof x.name === "string") : []);
-  for (const app of named(wecom.apps)) {
+  const corps = Array.isArray(wecom.corps) ? wecom.corps.filter(isObj) : [];
+  const appsAndBots = [wecom, ...corps];
+  for (const app of appsAndBots.flatMap((c) => named(c.apps))) {
     const p = `WECOM_BRIDGE_APP_${envName(app.name)}_`;
     set(app, "secret", env[`${p}SECRET`]);
     set(app, "token", env[`${p}TOKEN`]);
     set(app, "encodingAESKey", env[`${p}AES_KEY`]);
   }
-  for (const bot of named(wecom.bots)) {
+  for (const bot of appsAndBots.flatMap((c) => named(c.bots))) {
     const p = `WECOM_BRIDGE_BOT_${envName(bot.name)}_`;
     set(bot, "token", env[`${p}TOKEN`]);
     set(bot, "encodingAESKey", env[`${p}AES_KEY`]);
   }
-  if (env.WECOM_BRIDGE_ARCHIVE_SECRET) cfg.archive = { ...(isObj(cfg.archive) ? cfg.archive : {}), secret: env.WECOM_BRIDGE_ARCHIVE_SECRET };
+  // with wecom.corps, each corp has its own archive secret: the single one has no corp to go to
+  if (env.WECOM_BRIDGE_ARCHIVE_SECRET && wecom.corps === undefined) cfg.archive = { ...(isObj(cfg.archive) ? cfg.archive : {}), secret: env.WECOM_BRIDGE_ARCHIVE_SECRET };
   set(cfg.omni, "secret", env.WECOM_BRIDGE_OMNI_SECRET);
   set(cfg.omni, "replySecret", env.WECOM_BRIDGE_OMNI_REPLY_SECRET);
+  for (const corp of corps) {
+    if (typeof corp.corpId !== "string") continue;
+    const p = `WECOM_BRIDGE_CORP_${envName(corp.corpId)}_`;
+    const archiveSecret = env[`${p}ARCHIVE_SECRET`];
+    if (archiveSecret) corp.archive = { ...(isObj(corp.archive) ? corp.archive : {}), secret: archiveSecret };
+    set(corp.omni, "secret", env[`${p}OMNI_SECRET`]);
+    set(corp.omni, "replySecret", env[`${p}OMNI_REPLY_SECRET`]);
+  }
   return cfg;
+}
+
+/**
+ * What is wrong with the form of `wecom` (one corp or many), read from the raw object so that it is
+ * reported with the schema's problems. Names keys, never values.
+ */
+function formProblems(raw: unknown, env: NodeJS.ProcessEnv): string[] {
+  if (!isObj(raw) || !isObj(raw.wecom)) return [];
+  const wecom = raw.wecom;
+  const has = (o: Obj, k: string) => Object.hasOwn(o, k) && o[k] !== undefined;
+  const out: string[] = [];
+  if (has(wecom, "corpId") && has(wecom, "corps")) out.push("wecom: give either wecom.corpId (one corp) or wecom.corps (several corps), not both");
+  else if (!has(wecom, "corpId") && !has(wecom, "corps")) out.push("wecom: wecom.corpId (one corp) or wecom.corps (several corps) is required");
+  if (has(wecom, "corps")) {
+    if (has(wecom, "apps")) out.push("wecom.apps: with wecom.corps, each corp lists its apps in wecom.corps[].apps");
+    if (has(wecom, "bots")) out.push("wecom.bots: with wecom.corps, each corp lists its bots in wecom.corps[].bots");
+    if (has(raw, "archive")) out.push("archive: with wecom.corps, each corp has its own archive push in wecom.corps[].archive");
+    if (env.WECOM_BRIDGE_ARCHIVE_SECRET) out.push("WECOM_BRIDGE_ARCHIVE_SECRET: with wecom.corps, set each corp's WECOM_BRIDGE_CORP_<CORPID>_ARCHIVE_SECRET instead");
+  }
+  return out;
+}
+
+/** What is wrong across the corps of a many-corps configuration (names by position, never by value). */
+function corpsProblems(cfg: ParsedConfig): string[] {
+  const corps = cfg.wecom.corps ?? [];
+  const problems: string[] = [];
+  /** The first place each value was seen, and a problem for each later one. */
+  const unique = (why: string) => {
+    const seen = new Map<string, { path: string; corp: number }>();
+    return (value: string, path: string, corp: number, sameCorpAllowed = false) => {
+      const first = seen.get(value);
+      if (first === undefined) seen.set(value, { path, corp });
+      else if (!(sameCorpAllowed && first.corp === corp)) problems.push(`${path}: the same as ${first.path} (${why})`);
+    };
+  };
+  const corpIds = unique("corpIds must be unique");
+  const appNames = unique("app names must be unique across the deployment: they are the callback path /wecom/app/{name}");
+  const botNames = unique("bot names must be unique across the deployment: they are the callback path /wecom/bot/{name}");
+  const botIds = unique("a botId belongs to one corp: bot conversation addresses carry no corpId");
+  const archiveSecrets = unique("archive pushes are routed to a corp by its secret: each corp needs its own");
+  corps.forEach((c, i) => {
+    const at = `wecom.corps[${i}]`;
+    corpIds(c.corpId, `${at}.corpId`, i);
+    c.apps.forEach((a, j) => {
+      appNames(a.name, `${at}.apps[${j}].name`, i);
+    });
+    c.bots.forEach((b, j) => {
+      botNames(b.name, `${at}.bots[${j}].name`, i);
+      botIds(b.botId, `${at}.bots[${j}].botId`, i, true);
+    });
+    if (c.archive !== undefined) archiveSecrets(c.archive.secret, `${at}.archive.secret`, i);
+  });
+  // a staffService request is checked against a credential before its corp is known: the corps
+  // that share one must agree on what is checked then
+  const byCredential = new Map<string, { omni: OmniConfig; path: string }>();
+  const checkedFirst = (o: OmniConfig) => JSON.stringify([o.allowIps, o.timestampWindowSec]);
+  corps.forEach((c, i) => {
+    const omni = c.omni ?? cfg.omni;
+    const path = c.omni !== undefined ? `wecom.corps[${i}].omni` : "omni";
+    const key = omniCredentialKey(omni);
+    const first = byCredential.get(key);
+    if (first === undefined) byCredential.set(key, { omni, path });
+    else if (first.omni !== omni && checkedFirst(first.omni) !== checkedFirst(omni)) {
+      problems.push(`${path}: the same 全媒体 credential (pathPrefix, appId and secret) as ${first.path} but other allowIps or timestampWindowSec (a credential is checked before the corp is known: give them the same)`);
+    }
+  });
+  return problems;
 }
 
 /**
@@ -255,16 +421,18 @@ export function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown
  */
 export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Config {
   const result = configSchema.safeParse(applyEnvOverrides(raw, env));
+  const form = formProblems(raw, env);
   if (!result.success) {
-    throw new ConfigError(
-      result.error.issues.map((i) => {
+    throw new ConfigError([
+      ...result.error.issues.map((i) => {
         const path = i.path.length > 0 ? i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("").replace(/^\./, "") : "(root)";
         return `${path}: ${i.message}`;
       }),
-    );
+      ...form,
+    ]);
   }
-  const cfg = result.data;
-  const problems: string[] = [];
+  const parsed = result.data;
+  const problems: string[] = [...form];
   const dup = (list: { name: string }[], what: string) => {
     const seen = new Map<string, number>();
     list.forEach((x, i) => {
@@ -274,11 +442,15 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Config {
       else seen.set(x.name, i);
     });
   };
-  dup(cfg.wecom.apps, "apps");
-  dup(cfg.wecom.bots, "bots");
-  if (cfg.delivery.baseDelayMs > cfg.delivery.maxDelayMs) problems.push("delivery.baseDelayMs: must not exceed delivery.maxDelayMs");
+  dup(parsed.wecom.apps, "apps");
+  dup(parsed.wecom.bots, "bots");
+  problems.push(...corpsProblems(parsed));
+  if (parsed.delivery.baseDelayMs > parsed.delivery.maxDelayMs) problems.push("delivery.baseDelayMs: must not exceed delivery.maxDelayMs");
   if (problems.length > 0) throw new ConfigError(problems);
-  return cfg;
+  const corps = parsed.wecom.corps;
+  if (corps === undefined) return parsed as Config;
+  // the many-corps form read as the single-corp fields say (see Config): every app and bot, the first corp
+  return { ...parsed, wecom: { ...parsed.wecom, corpId: (corps[0] as { corpId: string }).corpId, apps: corps.flatMap((c) => c.apps), bots: corps.flatMap((c) => c.bots) } };
 }
 
 /**

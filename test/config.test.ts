@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { ConfigError, loadConfig, parseConfig } from "../src/config.js";
+import { ConfigError, type CorpConfig, corpView, corpsOf, isManyCorps, loadConfig, parseConfig } from "../src/config.js";
 import { jsonSyntaxError } from "../src/json-error.js";
 
 const AES = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
@@ -222,5 +222,198 @@ describe("config", () => {
     expect(parseConfig({ ...exampleConfig(), trustProxy: ["10.0.0.0/8", "127.0.0.1", "::1", "fd00::/8"] }).trustProxy).toHaveLength(4);
     expect(problems({ ...exampleConfig(), trustProxy: ["10.0.0.0/33"] })).toEqual([expect.stringMatching(/^trustProxy\[0\]: must be an IPv4\/IPv6 address or CIDR/)]);
     expect(problems({ ...exampleConfig(), retention: { days: { archive: 365, other: 1 } } })).not.toEqual([]);
+  });
+});
+
+/** A configuration of two corps: A on the top-level 全媒体, B with its own. */
+function twoCorps(): Record<string, any> {
+  const raw = exampleConfig();
+  delete raw.wecom.corpId;
+  delete raw.wecom.apps;
+  delete raw.wecom.bots;
+  delete raw.archive;
+  raw.wecom.corps = [
+    {
+      corpId: "wwAAAA",
+      apps: [{ name: "support", agentId: 1000002, secret: "app-secret", token: "apptoken", encodingAESKey: AES, kf: true }],
+      bots: [{ name: "helper", botId: "aib123", token: "bottoken", encodingAESKey: AES }],
+      archive: { secret: "archive-secret-AAAA" },
+    },
+    {
+      corpId: "wwBBBB",
+      apps: [{ name: "sales", agentId: 1000002, secret: "b-app-secret", token: "btoken", encodingAESKey: AES }],
+      bots: [{ name: "bhelper", botId: "aib456", token: "bbottoken", encodingAESKey: AES }],
+      archive: { secret: "archive-secret-BBBB", allowIps: ["10.0.0.9"] },
+      omni: { baseUrl: "http://127.0.0.1:9100", appId: "2002", secret: "omni-b-secret" },
+    },
+  ];
+  return raw;
+}
+
+describe("config: many corps (wecom.corps)", () => {
+  it("parses, and corpsOf resolves each corp's 全媒体 (its own, else the top-level one) and archive push", () => {
+    const c = parseConfig(twoCorps());
+    const corps = corpsOf(c);
+    expect(corps.map((x) => x.corpId)).toEqual(["wwAAAA", "wwBBBB"]);
+    expect(corps[0]?.omni).toBe(c.omni);
+    expect(corps[1]?.omni).toMatchObject({ baseUrl: "http://127.0.0.1:9100", appId: "2002", version: "v1", pathPrefix: "/qmtapi", dedupWindowSec: 60 });
+    expect(corps[0]?.archive).toEqual({ secret: "archive-secret-AAAA", allowIps: [] });
+    expect(corps[1]?.archive).toEqual({ secret: "archive-secret-BBBB", allowIps: ["10.0.0.9"] });
+    expect(corps[1]?.apps.map((a) => a.name)).toEqual(["sales"]);
+    expect(corps[1]?.bots[0]).toMatchObject({ botId: "aib456", placeholder: "正在为您转接人工客服…" });
+    expect(isManyCorps(c)).toBe(true);
+    // the single-corp fields read as documented: the first corp, every app and bot, no top-level archive
+    expect(c.wecom.corpId).toBe("wwAAAA");
+    expect(c.wecom.apps.map((a) => a.name)).toEqual(["support", "sales"]);
+    expect(c.wecom.bots.map((b) => b.name)).toEqual(["helper", "bhelper"]);
+    expect(c.archive).toBeUndefined();
+    // a corp's view is the single-corp shape of that corp
+    const b = corpView(c, corps[1] as CorpConfig);
+    expect(b.wecom.corpId).toBe("wwBBBB");
+    expect(b.wecom.apps.map((a) => a.name)).toEqual(["sales"]);
+    expect(b.omni.appId).toBe("2002");
+    expect(b.archive?.secret).toBe("archive-secret-BBBB");
+    expect(corpView(c, corps[0] as CorpConfig).omni).toBe(c.omni);
+  });
+
+  it("reads a single-corp configuration as one corp, unchanged", () => {
+    const c = parseConfig(exampleConfig());
+    expect(isManyCorps(c)).toBe(false);
+    expect(c.wecom.corps).toBeUndefined();
+    expect(corpsOf(c)).toEqual([{ corpId: "ww1436e0e65a779aee", apps: c.wecom.apps, bots: c.wecom.bots, archive: c.archive, omni: c.omni }]);
+  });
+
+  it("takes either wecom.corpId or wecom.corps: both, or neither, is one clear line", () => {
+    const both = twoCorps();
+    both.wecom.corpId = "wwAAAA";
+    expect(problems(both)).toEqual(["wecom: give either wecom.corpId (one corp) or wecom.corps (several corps), not both"]);
+    const neither = exampleConfig();
+    delete neither.wecom.corpId;
+    expect(problems(neither)).toEqual(["wecom: wecom.corpId (one corp) or wecom.corps (several corps) is required"]);
+    // reported with the schema's own problems, not after them
+    neither.adminToken = "short";
+    expect(problems(neither)).toEqual([expect.stringMatching(/^adminToken: /), "wecom: wecom.corpId (one corp) or wecom.corps (several corps) is required"]);
+    const empty = twoCorps();
+    empty.wecom.corps = [];
+    expect(problems(empty)).toEqual(["wecom.corps: must list at least one corp"]);
+  });
+
+  it("with wecom.corps, apps, bots and the archive push belong to the corps", () => {
+    const raw = twoCorps();
+    raw.wecom.apps = [];
+    raw.wecom.bots = [];
+    raw.archive = { secret: "archive-secret-0123" };
+    expect(problems(raw)).toEqual([
+      "wecom.apps: with wecom.corps, each corp lists its apps in wecom.corps[].apps",
+      "wecom.bots: with wecom.corps, each corp lists its bots in wecom.corps[].bots",
+      "archive: with wecom.corps, each corp has its own archive push in wecom.corps[].archive",
+    ]);
+  });
+
+  it("refuses a corpId twice, and a corpId that cannot be part of a conversation address", () => {
+    const raw = twoCorps();
+    raw.wecom.corps[1].corpId = "wwAAAA";
+    expect(problems(raw)).toEqual(["wecom.corps[1].corpId: the same as wecom.corps[0].corpId (corpIds must be unique)"]);
+    raw.wecom.corps[1].corpId = "ww:BBBB";
+    expect(problems(raw)).toEqual([expect.stringMatching(/^wecom\.corps\[1\]\.corpId: must be 1-64 characters of/)]);
+    raw.wecom.corps[1].corpId = "w".repeat(65);
+    expect(problems(raw)).toEqual([expect.stringMatching(/^wecom\.corps\[1\]\.corpId: must be 1-64 characters of/)]);
+  });
+
+  it("app and bot names are unique across the deployment (they are the callback paths)", () => {
+    const raw = twoCorps();
+    raw.wecom.corps[1].apps[0].name = "support";
+    raw.wecom.corps[1].bots[0].name = "helper";
+    expect(problems(raw)).toEqual([
+      "wecom.corps[1].apps[0].name: the same as wecom.corps[0].apps[0].name (app names must be unique across the deployment: they are the callback path /wecom/app/{name})",
+      "wecom.corps[1].bots[0].name: the same as wecom.corps[0].bots[0].name (bot names must be unique across the deployment: they are the callback path /wecom/bot/{name})",
+    ]);
+    // within one corp too
+    const one = twoCorps();
+    one.wecom.corps[0].apps.push({ ...one.wecom.corps[0].apps[0], agentId: 1000003 });
+    expect(problems(one)).toEqual([expect.stringMatching(/^wecom\.corps\[0\]\.apps\[1\]\.name: the same as wecom\.corps\[0\]\.apps\[0\]\.name/)]);
+  });
+
+  it("a botId belongs to one corp (bot addresses carry no corpId); the same agentId in two corps is fine", () => {
+    const raw = twoCorps();
+    raw.wecom.corps[1].bots[0].botId = "aib123";
+    expect(problems(raw)).toEqual(["wecom.corps[1].bots[0].botId: the same as wecom.corps[0].bots[0].botId (a botId belongs to one corp: bot conversation addresses carry no corpId)"]);
+    expect(corpsOf(parseConfig(twoCorps())).map((c) => c.apps[0]?.agentId)).toEqual([1000002, 1000002]);
+  });
+
+  it("archive secrets are unique across corps (they route the pushes)", () => {
+    const raw = twoCorps();
+    raw.wecom.corps[1].archive.secret = "archive-secret-AAAA";
+    expect(problems(raw)).toEqual(["wecom.corps[1].archive.secret: the same as wecom.corps[0].archive.secret (archive pushes are routed to a corp by its secret: each corp needs its own)"]);
+  });
+
+  it("corps sharing a 全媒体 credential must agree on what is checked before the corp is known", () => {
+    const raw = twoCorps();
+    raw.wecom.corps[1].omni = { ...raw.omni, allowIps: ["10.0.0.0/8"] };
+    expect(problems(raw)).toEqual([
+      "wecom.corps[1].omni: the same 全媒体 credential (pathPrefix, appId and secret) as omni but other allowIps or timestampWindowSec (a credential is checked before the corp is known: give them the same)",
+    ]);
+    // the same credential with the same checks (another baseUrl, say) is fine, and so is another pathPrefix
+    raw.wecom.corps[1].omni = { ...raw.omni, baseUrl: "http://127.0.0.1:9200" };
+    expect(problems(raw)).toEqual([]);
+    raw.wecom.corps[1].omni = { ...raw.omni, pathPrefix: "/other", allowIps: ["10.0.0.0/8"] };
+    expect(problems(raw)).toEqual([]);
+  });
+
+  it("the top-level omni stays required: it is the 全媒体 of every corp without its own", () => {
+    const raw = twoCorps();
+    delete raw.omni;
+    expect(problems(raw)).toEqual([expect.stringMatching(/^omni: /)]);
+    raw.wecom.corps[1].omni.unknown = 1;
+    expect(problems(raw)).toEqual(expect.arrayContaining([expect.stringMatching(/^wecom\.corps\[1\]\.omni: .*unknown/)]));
+  });
+
+  it("takes each corp's secrets from the environment; the single archive secret has no corp to go to", () => {
+    const raw = twoCorps();
+    delete raw.wecom.corps[1].omni.secret;
+    delete raw.wecom.corps[1].apps[0].secret;
+    delete raw.wecom.corps[0].archive;
+    const c = parseConfig(raw, {
+      WECOM_BRIDGE_CORP_WWBBBB_OMNI_SECRET: "omni-b-env",
+      WECOM_BRIDGE_CORP_WWBBBB_OMNI_REPLY_SECRET: "omni-b-reply-env",
+      WECOM_BRIDGE_CORP_WWAAAA_ARCHIVE_SECRET: "archive-secret-from-env",
+      WECOM_BRIDGE_APP_SALES_SECRET: "sales-env",
+      WECOM_BRIDGE_OMNI_SECRET: "omni-top-env",
+    });
+    const [a, b] = corpsOf(c);
+    expect(b?.omni).toMatchObject({ secret: "omni-b-env", replySecret: "omni-b-reply-env" });
+    expect(a?.omni.secret).toBe("omni-top-env");
+    expect(a?.archive).toEqual({ secret: "archive-secret-from-env", allowIps: [] });
+    expect(b?.apps[0]?.secret).toBe("sales-env");
+    expect(problems(twoCorps(), { WECOM_BRIDGE_ARCHIVE_SECRET: "archive-secret-0123" })).toEqual([
+      "WECOM_BRIDGE_ARCHIVE_SECRET: with wecom.corps, set each corp's WECOM_BRIDGE_CORP_<CORPID>_ARCHIVE_SECRET instead",
+    ]);
+  });
+
+  it("no error about the corps prints a value", () => {
+    const marker = "Zq9sEcReTvAlUe";
+    const edits: ((raw: Record<string, any>) => void)[] = [
+      (r) => (r.wecom.corps[1].corpId = [marker]),
+      (r) => (r.wecom.corps[1].corpId = `${marker}:`),
+      (r) => (r.wecom.corps[1].apps[0].name = `${marker}!`),
+      (r) => (r.wecom.corps[1].archive.secret = marker.slice(0, 8)),
+      (r) => {
+        r.wecom.corps[0].archive.secret = `${marker}-0123456789`;
+        r.wecom.corps[1].archive.secret = `${marker}-0123456789`;
+      },
+      (r) => {
+        r.wecom.corps[0].apps[0].name = marker;
+        r.wecom.corps[1].apps[0].name = marker;
+      },
+      (r) => (r.wecom.corps[1].omni = { ...r.omni, secret: marker, allowIps: [marker] }),
+      (r) => (r.wecom.corpId = marker),
+    ];
+    for (const edit of edits) {
+      const raw = twoCorps();
+      edit(raw);
+      const p = problems(raw);
+      expect(p).not.toEqual([]);
+      expect(p.join("\n")).not.toContain(marker.slice(0, 8));
+    }
   });
 });

@@ -197,6 +197,8 @@ describe("KF", () => {
     stack = await startStack();
     await stack.wecom.kfCustomerSends(KFID, "wmT", { msgtype: "text", text: { content: "one" } });
     await stack.omni.waitFor(1);
+    // the new session's claim (service_state/trans) goes out after the delivery: let it finish first
+    await eventually(() => stack?.wecom.requests.some((r) => r.path.endsWith("/kf/service_state/trans")), 5000, "the session claim");
     stack.wecom.expireTokens();
     await stack.wecom.kfCustomerSends(KFID, "wmT", { msgtype: "text", text: { content: "two" } });
     await stack.omni.waitFor(2);

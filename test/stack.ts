@@ -2,6 +2,7 @@
  * A whole stack for end-to-end tests: the WeCom simulator, the 全媒体 simulator and a gateway on a
  * real SQLite file, all on loopback ports.
  */
+import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -11,6 +12,7 @@ import { type RunningGateway, runGateway } from "../src/gateway/index.js";
 import { type Logger, silentLogger } from "../src/log.js";
 import { OmniSimulator } from "../src/sim/omni.js";
 import { WeComSimulator } from "../src/sim/wecom.js";
+import { dropSchema, PG_URL } from "./pg.js";
 
 export const CORP = "ww1436e0e65a779aee";
 export const AGENT = 1000002;
@@ -56,12 +58,24 @@ export interface StackOptions {
   now?: () => number;
 }
 
+/**
+ * The store of a stack: a SQLite file in `dir`, or with `WB_TEST_STORE=postgres` a schema of its
+ * own on the test PostgreSQL server (the same end-to-end tests, on the other engine).
+ */
+function storeFor(dir: string): string {
+  if (process.env.WB_TEST_STORE !== "postgres") return `sqlite:${join(dir, "bridge.db")}`;
+  const schema = `wb_e2e_${randomBytes(6).toString("hex")}`;
+  pgSchemas.set(dir, schema);
+  return `${PG_URL}${PG_URL.includes("?") ? "&" : "?"}schema=${schema}`;
+}
+const pgSchemas = new Map<string, string>();
+
 /** The raw config of a stack, pointing at the simulators. */
 export function stackConfig(dir: string, port: number, wecomUrl: string, omniUrl: string): Record<string, any> {
   return {
     listen: { host: "127.0.0.1", port },
     publicUrl: `http://127.0.0.1:${port}`,
-    store: `sqlite:${join(dir, "bridge.db")}`,
+    store: storeFor(dir),
     adminToken: ADMIN,
     mediaDir: join(dir, "media"),
     wecom: {
@@ -111,6 +125,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await stack.gw?.stop();
       await wecom.close();
       await omni.close();
+      const schema = pgSchemas.get(dir);
+      if (schema !== undefined) {
+        pgSchemas.delete(dir);
+        await dropSchema(schema);
+      }
     },
   };
   if (!options.noGateway) stack.gw = await runGateway(config, gatewayOptions);

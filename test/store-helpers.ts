@@ -1,19 +1,16 @@
 /**
- * Helpers of the store tests: fresh SQLite files, ingest items, and an oracle that recomputes by
- * full scans what the store keeps incrementally (outbox counts, conversation summaries).
+ * Helpers of the SQLite store tests: fresh SQLite files, and an oracle that recomputes by full
+ * scans of the tables what the store keeps incrementally (outbox counts, conversation
+ * summaries). The items and cutoffs they write are the conformance suite's (any engine).
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "vitest";
-import { decodeAppXml } from "../src/index.js";
-import { messageItem } from "../src/gateway/pipeline.js";
-import { CHANNELS, type Channel, type UnifiedMessage } from "../src/model.js";
 import { SqliteStore } from "../src/store/sqlite/index.js";
-import type { ConversationSummary, IngestItem, OutboxState, PruneCutoffs } from "../src/store/types.js";
-import { fixture } from "./helpers.js";
+import type { ConversationSummary, OutboxState } from "../src/store/types.js";
 
-export const TENANT = "ww1436e0e65a779aee";
+export { cutoffsAt, everyChannel, imageItem, nothing, TENANT, textItem } from "./conformance/items.js";
 
 /** A path for a new database file in a fresh temp folder. */
 export function dbPath(): string {
@@ -33,36 +30,6 @@ export async function openStore(path = dbPath(), owner = false): Promise<SqliteS
 /** Close every store opened by {@link openStore}. */
 export async function closeAll(): Promise<void> {
   for (const s of opened.splice(0)) await s.close();
-}
-
-const text = (): UnifiedMessage => decodeAppXml(fixture("app", "msg-text.xml"), { corpId: TENANT });
-const image = (): UnifiedMessage => decodeAppXml(fixture("app", "msg-image.xml"), { corpId: TENANT });
-
-/** A text message item (one omni entry) of a conversation, with a message time. */
-export function textItem(id: string, conversation = "c1", options: { channel?: Channel; time?: number; tenant?: string } = {}): IngestItem {
-  const m = { ...text(), id, conversationId: conversation, ...(options.channel ? { channel: options.channel } : {}), ...(options.time !== undefined ? { time: options.time } : {}) };
-  if (m.channel === "kf") Object.assign(m, { externalUserId: `wm-${conversation}` });
-  return messageItem(options.tenant ?? TENANT, m as UnifiedMessage, { kind: "wecom", app: "support" });
-}
-
-/** An image message item: a media entry and an omni entry. */
-export function imageItem(id: string, conversation = "c1"): IngestItem {
-  return messageItem(TENANT, { ...image(), id, conversationId: conversation }, { kind: "wecom", app: "support" });
-}
-
-/** The same time for every channel. */
-export function everyChannel(t: number): Record<Channel, number> {
-  return Object.fromEntries(CHANNELS.map((c) => [c, t])) as Record<Channel, number>;
-}
-
-/** Cutoffs that remove everything older than `t` (every kind). */
-export function cutoffsAt(t: number): PruneCutoffs {
-  return { messagesBefore: everyChannel(t), ledgerBefore: everyChannel(t), archiveBefore: t, mediaBefore: t, outboxBefore: t, stateBefore: t };
-}
-
-/** Cutoffs that remove nothing (everything is newer than the epoch). */
-export function nothing(): PruneCutoffs {
-  return cutoffsAt(Number.MIN_SAFE_INTEGER);
 }
 
 /** What the store keeps incrementally, recomputed from the rows themselves. */

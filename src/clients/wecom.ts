@@ -15,6 +15,7 @@ import { Readable } from "node:stream";
 import { BridgeError } from "../errors.js";
 import { encodeKfSyncMsgRequest, type KfSyncMsgRequestInput } from "../wecom/kf/encode.js";
 import { decodeKfSyncMsg, type KfSyncMsgResponse } from "../wecom/kf/decode.js";
+import type { Leases } from "../store/leases.js";
 import type { Store } from "../store/types.js";
 import { classifyWeComFailure, type WeComErrorClass } from "../wecom/errcodes.js";
 import { HttpClient, HttpClientError, type HttpRequestOptions, type HttpResponse, type HttpStreamResponse } from "./http.js";
@@ -72,7 +73,17 @@ export interface WeComClientOptions {
    * this client's own (closed by {@link WeComClient.close}).
    */
   http?: HttpClient;
+  /**
+   * Leases shared with other replicas: one `gettoken` per credentials at a time across them (the
+   * others wait up to {@link TOKEN_WAIT_MS} for its token in the store, then ask WeCom themselves).
+   */
+  leases?: Leases;
 }
+
+/** How long a replica waits for the token another replica is fetching, ms. */
+export const TOKEN_WAIT_MS = 5000;
+/** How long a `gettoken` lease lasts, ms. */
+const TOKEN_LEASE_MS = 10_000;
 
 /** How a media download is bounded. */
 export interface MediaDownloadOptions {
@@ -272,7 +283,7 @@ function header(headers: HttpResponse["headers"], name: string): string | undefi
 
 /** The WeCom API client. */
 export class WeComClient {
-  readonly #o: Required<Omit<WeComClientOptions, "store" | "http">> & { store: Store };
+  readonly #o: Required<Omit<WeComClientOptions, "store" | "http" | "leases">> & { store: Store; leases?: Leases };
   readonly #http: HttpClient;
   readonly #ownHttp: boolean;
   readonly #inflight = new Map<string, Promise<string>>();
@@ -356,14 +367,49 @@ export class WeComClient {
     }
     const running = this.#inflight.get(key);
     if (running) return running;
+    // a forced refresh replaces the token WeCom refused: another replica's newer one will do
+    const refused = force ? this.#memory.get(key)?.token : undefined;
     const p = (async () => {
-      if (!force) {
+      const stored = async () => {
         const row = await this.#o.store.getToken(c.corpId, key);
-        if (row && fresh(row)) {
+        if (row && fresh(row) && (!force || row.token !== refused)) {
           this.#memory.set(key, row);
           return row.token;
         }
+        return undefined;
+      };
+      if (!force || refused !== undefined) {
+        const t = await stored();
+        if (t !== undefined) return t;
       }
+      const leases = this.#o.leases;
+      if (leases === undefined) return this.#fetchToken(c, key);
+      if (!(await leases.acquire(c.corpId, `token:${key}`, TOKEN_LEASE_MS))) {
+        // another replica is asking WeCom: take its token when it lands
+        const until = this.#o.now() + TOKEN_WAIT_MS;
+        while (this.#o.now() < until) {
+          await new Promise((r) => setTimeout(r, 100));
+          const t = await stored();
+          if (t !== undefined) return t;
+        }
+      }
+      try {
+        return await this.#fetchToken(c, key);
+      } finally {
+        await leases.release(c.corpId, `token:${key}`).catch(() => undefined);
+      }
+    })();
+    this.#inflight.set(key, p);
+    try {
+      return await p;
+    } finally {
+      this.#inflight.delete(key);
+    }
+  }
+
+  /** Ask WeCom for a token and keep it (memory and store). */
+  async #fetchToken(c: WeComCredentials, key: string): Promise<string> {
+    {
       const url = `${this.#o.apiBase}/cgi-bin/gettoken?corpid=${encodeURIComponent(c.corpId)}&corpsecret=${encodeURIComponent(c.secret)}`;
       const res = await this.#request("gettoken", { method: "GET", url });
       const body = this.#json("gettoken", res.status, res.body);
@@ -373,12 +419,6 @@ export class WeComClient {
       this.#memory.set(key, { token, expiresAt });
       await this.#o.store.putToken({ tenant: c.corpId, key, token, expiresAt });
       return token;
-    })();
-    this.#inflight.set(key, p);
-    try {
-      return await p;
-    } finally {
-      this.#inflight.delete(key);
     }
   }
 

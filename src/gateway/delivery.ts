@@ -63,10 +63,14 @@ export interface DeliveryPolicy {
   mediaDeadlineSec?: number;
 }
 
+/** Longest idle wait of a worker whose store notifies it of new work, ms. */
+export const IDLE_NOTIFIED_MS = 10_000;
+
 /** Options of {@link DeliveryWorker}. */
 export interface DeliveryWorkerOptions {
   store: Store;
-  omni: OmniClient;
+  /** The 全媒体 client, or the client of each tenant's 全媒体 (many corps). */
+  omni: OmniClient | ((tenant: string) => OmniClient);
   wecom: WeComClient;
   media: MediaStore;
   policy: DeliveryPolicy;
@@ -151,16 +155,23 @@ export class DeliveryWorker {
     };
   }
 
+  /** Stops the store's work notifications (see {@link Store.subscribe}); set while running. */
+  #unsubscribe: (() => void) | undefined;
+
   /** Start the loop. */
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    // other replicas' new work wakes this one (PostgreSQL's LISTEN/NOTIFY)
+    this.#unsubscribe = this.#o.store.subscribe?.(() => this.notify());
     this.#loop = this.#run();
   }
 
   /** Stop claiming; waits for attempts in flight, then hands waiting entries back to the store. */
   async stop(): Promise<void> {
     this.#running = false;
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
     if (this.#notifyTimer) clearTimeout(this.#notifyTimer);
     this.#notifyTimer = undefined;
     this.wake();
@@ -224,7 +235,9 @@ export class DeliveryWorker {
   async #sleep(ms: number): Promise<void> {
     await new Promise<void>((resolve) => {
       this.#wakeup = resolve;
-      this.#timer = setTimeout(() => this.wake(), Math.max(0, Math.min(ms, 1000)));
+      // without notifications the store is looked at every second; with them, when work is due
+      // (a retry's time, a lease running out) or at the latest every IDLE_NOTIFIED_MS
+      this.#timer = setTimeout(() => this.wake(), Math.max(0, Math.min(ms, this.#unsubscribe === undefined ? 1000 : IDLE_NOTIFIED_MS)));
     });
   }
 
@@ -301,7 +314,7 @@ export class DeliveryWorker {
    */
   #handBack(entry: OutboxEntry): void {
     const p = this.#o.store
-      .finishOutbox(entry.id, { state: "pending", nextAttemptAt: this.#now(), error: "waiting for media", countAttempt: false }, this.#now())
+      .finishOutbox(entry, { state: "pending", nextAttemptAt: this.#now(), error: "waiting for media", countAttempt: false }, this.#now())
       .then(
         () => this.wake(),
         (e) => this.#o.log.error("outbox hand-back failed", { outbox: entry.id, error: (e as Error).message }),
@@ -338,7 +351,7 @@ export class DeliveryWorker {
         this.#o.onAttempt?.(entry, "wait");
         return;
       }
-      await this.#o.store.finishOutbox(entry.id, { state: "done" }, this.#now());
+      await this.#o.store.finishOutbox(entry, { state: "done" }, this.#now());
       this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "done" });
       this.#o.onAttempt?.(entry, "done");
       if (entry.kind === "media") this.#mediaSettled(entry.messageSeq);
@@ -357,14 +370,14 @@ export class DeliveryWorker {
     const sender = this.#o.senders?.[entry.kind];
     if (sender !== undefined && (await outboundFailed(this.#dispatch, entry, e, error, sender))) return;
     if (entry.attempts >= this.#o.policy.maxAttempts) {
-      await this.#o.store.finishOutbox(entry.id, { state: "dead", error }, this.#now());
+      await this.#o.store.finishOutbox(entry, { state: "dead", error }, this.#now());
       this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "dead" });
       this.#o.log.warn("delivery dead", { outbox: entry.id, kind: entry.kind, attempts: entry.attempts, error });
       this.#o.onAttempt?.(entry, "dead", error);
       return;
     }
     const delay = backoffDelay(entry.attempts, this.#o.policy);
-    await this.#o.store.finishOutbox(entry.id, { state: "pending", nextAttemptAt: this.#now() + delay, error }, this.#now());
+    await this.#o.store.finishOutbox(entry, { state: "pending", nextAttemptAt: this.#now() + delay, error }, this.#now());
     this.#o.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "retry" });
     this.#o.log.info("delivery retry", { outbox: entry.id, kind: entry.kind, attempts: entry.attempts, delayMs: delay, error });
     this.#o.onAttempt?.(entry, "retry", error);
@@ -403,7 +416,7 @@ export class DeliveryWorker {
       await this.#o.media.markUnavailable(entry.tenant, id, entry.messageSeq, why);
       // the entry is finished, not dead: the media row keeps the reason, the 全媒体 is told, and
       // nothing an operator could replay would change WeCom's answer (no alarm, no retention hold)
-      await this.#o.store.finishOutbox(entry.id, { state: "done" }, now);
+      await this.#o.store.finishOutbox(entry, { state: "done" }, now);
       this.#o.metrics?.deliveryAttempts.inc({ kind: "media", outcome: "unavailable" });
       this.#o.log.warn("media unavailable", { outbox: entry.id, message: entry.messageSeq, media: id, reason: why.reason, attempts: entry.attempts, error });
       this.#o.onAttempt?.(entry, "done", error);
@@ -412,7 +425,7 @@ export class DeliveryWorker {
     }
     const delay = backoffDelay(entry.attempts, this.#o.policy);
     const next = Math.min(now + delay, deadline);
-    await this.#o.store.finishOutbox(entry.id, { state: "pending", nextAttemptAt: next, error }, now);
+    await this.#o.store.finishOutbox(entry, { state: "pending", nextAttemptAt: next, error }, now);
     this.#o.metrics?.deliveryAttempts.inc({ kind: "media", outcome: "retry" });
     this.#o.log.info("media retry", { outbox: entry.id, message: entry.messageSeq, media: id, attempts: entry.attempts, delayMs: next - now, error });
     this.#o.onAttempt?.(entry, "retry", error);
@@ -447,15 +460,16 @@ export class DeliveryWorker {
 
   /** Deliver a message (or a notice) to the 全媒体; returns true when it must wait for its media. */
   async #deliverOmni(entry: OutboxEntry): Promise<boolean> {
+    const omni = typeof this.#o.omni === "function" ? this.#o.omni(entry.tenant) : this.#o.omni;
     const notice = (entry.payload as OmniNoticeJob | null)?.notice;
     if (notice !== undefined) {
-      await this.#o.omni.send(notice);
+      await omni.send(notice);
       this.#o.log.info("notice delivered to 全媒体", { outbox: entry.id, conversation: entry.conversationId, content: notice.Content });
       return false;
     }
     const prebuilt = (entry.payload as OmniJob | null)?.body;
     if (prebuilt !== undefined) {
-      await this.#o.omni.send(prebuilt);
+      await omni.send(prebuilt);
       this.#o.log.info("delivered to 全媒体", { message: entry.messageSeq, conversation: entry.conversationId, msgType: prebuilt.MsgType });
       return false;
     }
@@ -472,7 +486,7 @@ export class DeliveryWorker {
       media.push(why ? { unavailable: why } : { url: this.#o.media.link(entry.tenant, row.id), file: { name: row.fileName, contentType: row.contentType, size: row.size } });
     }
     const body = toOmniBody(stored.message, (i) => media[i]);
-    await this.#o.omni.send(body);
+    await omni.send(body);
     this.#o.log.info("delivered to 全媒体", { message: seq, conversation: stored.conversationId, msgType: body.MsgType });
     return false;
   }

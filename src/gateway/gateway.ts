@@ -3,36 +3,46 @@
  * workers, and routes each request to its endpoint module (`endpoints/`: app and bot callbacks,
  * the archive push, media, the admin API, probes), each a plain function of a request, so the
  * HTTP framework stays an edge.
+ *
+ * Each configured corp (one for `wecom.corpId`, several for `wecom.corps`) has its context
+ * (`corp.ts`): app and bot callbacks are found by name across the corps and run in their corp's
+ * context; archive pushes go to the corp of their secret; 全媒体 requests are checked against each
+ * configured 全媒体 credential and routed by `ToUserId` within the corps of the one that signed
+ * them; outbox entries run with the senders and the 全媒体 client of their tenant's corp.
  * @module
  */
 import { randomBytes } from "node:crypto";
 import { HttpClient } from "../clients/http.js";
 import { OmniClient } from "../clients/omni.js";
 import { WeComClient, type WeComCredentials } from "../clients/wecom.js";
-import type { Config } from "../config.js";
+import { type Config, corpsOf, isManyCorps, type OmniConfig, omniCredentialKey } from "../config.js";
 import { BridgeError } from "../errors.js";
 import { createLogger, type Logger } from "../log.js";
 import type { Channel, UnifiedMessage } from "../model.js";
-import type { Store } from "../store/types.js";
+import type { OutboxEntry, Store } from "../store/types.js";
+import type { ConversationAddress } from "../wecom/address.js";
 import { WeComCrypto } from "../wecom/crypto.js";
+import { CorpContext, type CorpHost, type CorpSenders } from "./corp.js";
 import { DeliveryWorker } from "./delivery.js";
 import { adminApi } from "./endpoints/admin.js";
 import { type AppEndpoint, appCallback } from "./endpoints/app.js";
-import { archivePush } from "./endpoints/archive.js";
+import { type ArchiveTarget, archivePush } from "./endpoints/archive.js";
 import { type BotEndpoint, botCallback } from "./endpoints/bot.js";
-import { type EndpointContext, error, type GatewayRequest, type GatewayResponse, header, json } from "./endpoints/http.js";
-import { omniMessage, type OmniEndpointContext } from "./endpoints/omni.js";
+import { error, type GatewayRequest, type GatewayResponse, header, json } from "./endpoints/http.js";
+import { omniMessage, type OmniRouting } from "./endpoints/omni.js";
 import { handoffEntries } from "./handoff.js";
 import { KfPuller } from "./kf-puller.js";
 import { MediaStore, removeMediaFile, sweepPartialFiles } from "./media.js";
 import { apiLabel, Metrics, wecomErrcodeLabel } from "./metrics.js";
 import { Ingestor } from "./pipeline.js";
-import { AppSender } from "./outbound/app.js";
-import { BotSender } from "./outbound/bot.js";
-import { KfSender } from "./outbound/kf.js";
 import { kfInbound, observeKfStored } from "./outbound/kf-observer.js";
-import type { OutboundContext } from "./outbound/types.js";
+import type { Sender } from "./outbound/types.js";
 import { Retention } from "./retention.js";
+
+/** The path of the staffService endpoint of a 全媒体's settings. */
+function omniPathOf(omni: OmniConfig): string {
+  return `${omni.pathPrefix.replace(/\/+$/, "")}/staffService/message`;
+}
 
 /** The request and answer shapes of every endpoint (defined in `endpoints/http.ts`). */
 export type { GatewayRequest, GatewayResponse } from "./endpoints/http.js";
@@ -50,25 +60,33 @@ export interface GatewayOptions {
 }
 
 /** The gateway. */
-export class Gateway implements EndpointContext, OmniEndpointContext, OutboundContext {
+export class Gateway implements CorpHost {
   readonly config: Config;
   readonly store: Store;
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly wecom: WeComClient;
+  /** The client of the top-level 全媒体 (`omni`), the one of every corp without its own. */
   readonly omni: OmniClient;
   /** The keep-alive HTTP client of every outgoing call. */
   readonly http: HttpClient;
   readonly media: MediaStore;
   readonly ingestor: Ingestor;
   readonly delivery: DeliveryWorker;
-  readonly puller: KfPuller | undefined;
+  /** Every corp the gateway serves, in the configuration's order (one for `wecom.corpId`). */
+  readonly corps: readonly CorpContext[];
   /** Prunes what is past its retention, on a timer. */
   readonly retention: Retention;
-  /** The CorpID: the tenant of every record. */
-  readonly tenant: string;
-  readonly #apps = new Map<string, AppEndpoint>();
-  readonly #bots = new Map<string, BotEndpoint>();
+  readonly #byTenant = new Map<string, CorpContext>();
+  readonly #byBotId = new Map<string, CorpContext>();
+  readonly #apps = new Map<string, { endpoint: AppEndpoint; corp: CorpContext }>();
+  readonly #bots = new Map<string, { endpoint: BotEndpoint; corp: CorpContext }>();
+  /** The corps that take archive pushes, in the configuration's order. */
+  readonly #archiveTargets: ArchiveTarget[];
+  /** The staffService paths, each with the credentials that may sign its requests. */
+  readonly #omniRoutes = new Map<string, OmniRouting>();
+  /** Senders of entries whose tenant is no configured corp (a corp removed from the configuration): they refuse. */
+  readonly #orphanSenders: CorpSenders;
   readonly #now: () => number;
   readonly #onStored: ((m: UnifiedMessage) => void) | undefined;
 
@@ -80,20 +98,50 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
     this.log = options.log ?? createLogger();
     this.#now = options.now ?? Date.now;
     this.#onStored = options.onStored;
-    this.tenant = cfg.wecom.corpId;
     this.metrics = new Metrics(this.store);
-    const window = cfg.wecom.callbackWindowSec > 0 ? { timestampWindowSec: cfg.wecom.callbackWindowSec, clock: this.#now } : {};
-    for (const app of cfg.wecom.apps) {
-      this.#apps.set(app.name, { cfg: app, crypto: new WeComCrypto({ token: app.token, encodingAESKey: app.encodingAESKey, receiveId: cfg.wecom.corpId, ...window }) });
-    }
-    for (const bot of cfg.wecom.bots) {
-      this.#bots.set(bot.name, { cfg: bot, crypto: new WeComCrypto({ token: bot.token, encodingAESKey: bot.encodingAESKey, receiveId: "", ...window }) });
-    }
     this.http = new HttpClient({ timeoutMs: cfg.delivery.timeoutMs });
     this.wecom = new WeComClient({ apiBase: cfg.wecom.apiBase, store: this.store, timeoutMs: cfg.delivery.timeoutMs, now: this.#now, http: this.http });
     // label values from fixed lists (metrics.ts): an unknown api or undocumented errcode is `other`
     this.wecom.onResult = (api, errcode) => this.onWeComResult(api, errcode);
-    this.omni = new OmniClient({ baseUrl: cfg.omni.baseUrl, version: cfg.omni.version, appId: cfg.omni.appId, secret: cfg.omni.secret, timeoutMs: cfg.delivery.timeoutMs, now: this.#now, http: this.http });
+    // one client per 全媒体: its timestamps strictly increase, whichever corp sends
+    const omniClients = new Map<string, OmniClient>();
+    const omniClient = (o: OmniConfig): OmniClient => {
+      const key = JSON.stringify([o.baseUrl, o.version, o.appId, o.secret]);
+      let c = omniClients.get(key);
+      if (c === undefined) {
+        c = new OmniClient({ baseUrl: o.baseUrl, version: o.version, appId: o.appId, secret: o.secret, timeoutMs: cfg.delivery.timeoutMs, now: this.#now, http: this.http });
+        omniClients.set(key, c);
+      }
+      return c;
+    };
+    this.omni = omniClient(cfg.omni);
+    const window = cfg.wecom.callbackWindowSec > 0 ? { timestampWindowSec: cfg.wecom.callbackWindowSec, clock: this.#now } : {};
+    const corps: CorpContext[] = [];
+    const credentials = new Map<string, { path: string; omni: OmniConfig; corps: Set<string> }>();
+    for (const corp of corpsOf(cfg)) {
+      const ctx = new CorpContext(this, corp, omniClient(corp.omni));
+      corps.push(ctx);
+      this.#byTenant.set(corp.corpId, ctx);
+      for (const app of corp.apps) {
+        this.#apps.set(app.name, { corp: ctx, endpoint: { cfg: app, crypto: new WeComCrypto({ token: app.token, encodingAESKey: app.encodingAESKey, receiveId: corp.corpId, ...window }) } });
+      }
+      for (const bot of corp.bots) {
+        this.#bots.set(bot.name, { corp: ctx, endpoint: { cfg: bot, crypto: new WeComCrypto({ token: bot.token, encodingAESKey: bot.encodingAESKey, receiveId: "", ...window }) } });
+        if (!this.#byBotId.has(bot.botId)) this.#byBotId.set(bot.botId, ctx);
+      }
+      // the corps that share a 全媒体 credential are one candidate (config validation made their checks agree)
+      const key = omniCredentialKey(corp.omni);
+      const credential = credentials.get(key) ?? { path: omniPathOf(corp.omni), omni: corp.omni, corps: new Set<string>() };
+      credential.corps.add(corp.corpId);
+      credentials.set(key, credential);
+    }
+    this.corps = corps;
+    this.#archiveTargets = corps.flatMap((c) => (c.corp.archive !== undefined ? [{ ctx: c, archive: c.corp.archive }] : []));
+    for (const c of credentials.values()) {
+      const routing = this.#omniRoutes.get(c.path) ?? { credentials: [], corpOf: (a: ConversationAddress) => this.#corpOf(a) };
+      this.#omniRoutes.set(c.path, { ...routing, credentials: [...routing.credentials, { omni: c.omni, corps: c.corps }] });
+    }
+    this.#orphanSenders = new CorpContext(this, { corpId: "", apps: [], bots: [], archive: undefined, omni: cfg.omni }, this.omni).senders;
     // runGateway passes the secret kept in the store; a gateway built directly without one signs
     // with a per-process key (its links end with the process)
     const mediaSecret = cfg.mediaSecret ?? options.mediaSecret ?? randomBytes(32).toString("hex");
@@ -112,50 +160,24 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
     };
     this.delivery = new DeliveryWorker({
       store: this.store,
-      omni: this.omni,
+      // a message goes to its corp's 全媒体 (a tenant no longer configured: the top-level one)
+      omni: (tenant) => this.#byTenant.get(tenant)?.omni ?? this.omni,
       wecom: this.wecom,
       media: this.media,
       policy: cfg.delivery,
       mediaMaxBytes: cfg.limits.mediaBytes,
+      // app and bot names are unique across the deployment: the name finds the corp
       appCredentials: (name) => {
         const a = this.#apps.get(name);
-        return a ? { corpId: cfg.wecom.corpId, secret: a.cfg.secret } : undefined;
+        return a ? { corpId: a.corp.tenant, secret: a.endpoint.cfg.secret } : undefined;
       },
-      botKey: (name) => this.#bots.get(name)?.cfg.encodingAESKey,
-      senders: { kf_send: new KfSender(this), app_send: new AppSender(this), bot_reply: new BotSender(this) },
+      botKey: (name) => this.#bots.get(name)?.endpoint.cfg.encodingAESKey,
+      senders: { kf_send: this.#sender("kf_send"), app_send: this.#sender("app_send"), bot_reply: this.#sender("bot_reply") },
       log: this.log,
       metrics: this.metrics,
       now: this.#now,
     });
-    const kfApp = cfg.wecom.apps.find((a) => a.kf);
-    this.puller = kfApp
-      ? new KfPuller({
-          store: this.store,
-          wecom: this.wecom,
-          credentials: { corpId: cfg.wecom.corpId, secret: kfApp.secret } satisfies WeComCredentials,
-          appName: kfApp.name,
-          deliverHistory: cfg.kf.deliverHistory,
-          firstPullGraceSec: cfg.kf.firstPullGraceSec,
-          limit: cfg.kf.pageSize,
-          pollIntervalSec: cfg.kf.pollIntervalSec,
-          log: this.log,
-          metrics: this.metrics,
-          now: this.#now,
-          extra: (m) => {
-            const kf = kfInbound(cfg, m);
-            return { entries: [...handoffEntries(cfg.handoff, m), ...kf.entries], ...(kf.effect ? { effect: kf.effect } : {}) };
-          },
-          onStored: async (messages) => {
-            for (const m of messages) this.#onStored?.(m);
-            try {
-              await observeKfStored(this, messages);
-            } catch (e) {
-              this.log.error("KF msg_send_fail not reported", { error: (e as Error).message });
-            }
-            this.delivery.notify();
-          },
-        })
-      : undefined;
+    for (const corp of corps) corp.puller = this.#kfPuller(corp);
     this.retention = new Retention({
       config: cfg,
       store: this.store,
@@ -167,31 +189,86 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
     });
   }
 
+  /** The sender of an outbound kind: each entry goes to the sender of its corp (its tenant). */
+  #sender(kind: keyof CorpSenders): Sender {
+    const of = (entry: OutboxEntry) => (this.#byTenant.get(entry.tenant)?.senders ?? this.#orphanSenders)[kind];
+    return {
+      send: (entry) => of(entry).send(entry),
+      gaveUp: async (entry) => {
+        const s = of(entry);
+        if (s.gaveUp !== undefined) await s.gaveUp(entry);
+      },
+    };
+  }
+
+  /** The KF puller of a corp's KF app (the first with `kf: true`), or undefined without one. */
+  #kfPuller(corp: CorpContext): KfPuller | undefined {
+    const cfg = this.config;
+    const kfApp = corp.corp.apps.find((a) => a.kf);
+    if (kfApp === undefined) return undefined;
+    return new KfPuller({
+      store: this.store,
+      wecom: this.wecom,
+      credentials: { corpId: corp.tenant, secret: kfApp.secret } satisfies WeComCredentials,
+      appName: kfApp.name,
+      deliverHistory: cfg.kf.deliverHistory,
+      firstPullGraceSec: cfg.kf.firstPullGraceSec,
+      limit: cfg.kf.pageSize,
+      pollIntervalSec: cfg.kf.pollIntervalSec,
+      log: this.log,
+      metrics: this.metrics,
+      now: this.#now,
+      extra: (m) => {
+        const kf = kfInbound(cfg, m);
+        return { entries: [...handoffEntries(cfg.handoff, m), ...kf.entries], ...(kf.effect ? { effect: kf.effect } : {}) };
+      },
+      onStored: async (messages) => {
+        for (const m of messages) this.#onStored?.(m);
+        try {
+          await observeKfStored(corp, messages);
+        } catch (e) {
+          this.log.error("KF msg_send_fail not reported", { error: (e as Error).message });
+        }
+        this.delivery.notify();
+      },
+    });
+  }
+
+  /** The configured corp of a conversation address: by its corpId, or by a bot's botId. */
+  #corpOf(a: ConversationAddress): CorpContext | undefined {
+    return a.channel === "bot" ? this.#byBotId.get(a.botId) : this.#byTenant.get(a.corpId);
+  }
+
+  /** The corp with this CorpID (tenant), if configured. */
+  corp(tenant: string): CorpContext | undefined {
+    return this.#byTenant.get(tenant);
+  }
+
   /** Start the workers. */
   start(): void {
     this.delivery.start();
     this.retention.start();
     // catch up on KF messages that arrived while the gateway was down, then poll
-    void this.puller?.start();
+    for (const corp of this.corps) void corp.puller?.start();
   }
 
   /** Stop the workers (after finishing what is in flight). */
   async stop(): Promise<void> {
     await this.retention.stop();
-    await this.puller?.stop();
+    await Promise.all(this.corps.map((c) => c.puller?.stop()));
     await this.ingestor.drain();
     await this.delivery.stop();
     this.http.close();
   }
 
-  /** The path of the 全媒体's staffService endpoint. */
-  get omniPath(): string {
-    return `${this.config.omni.pathPrefix.replace(/\/+$/, "")}/staffService/message`;
+  /** The paths of the 全媒体's staffService endpoint (one per `pathPrefix` of the corps' 全媒体). */
+  get omniPaths(): string[] {
+    return [...this.#omniRoutes.keys()];
   }
 
   /** True for a path whose endpoint answers an oversized body itself (the 全媒体's: HTTP 200 and an errcode). */
   answersOversize(path: string): boolean {
-    return path === this.omniPath;
+    return this.#omniRoutes.has(path);
   }
 
   /** Count a WeCom answer of a call made outside the WeCom client (a bot's response_url). */
@@ -202,12 +279,6 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
   /** New outbound entries were queued: wake the outbox worker. */
   notifyOutbound(): void {
     this.delivery.notify();
-  }
-
-  /** Credentials of the app with this agentId, or of the KF app (`"kf"`). */
-  credentials(app: number | "kf"): WeComCredentials | undefined {
-    const a = app === "kf" ? this.config.wecom.apps.find((x) => x.kf) : this.config.wecom.apps.find((x) => x.agentId === app);
-    return a ? { corpId: this.config.wecom.corpId, secret: a.secret } : undefined;
   }
 
   /** The gateway's clock (ms). */
@@ -225,10 +296,17 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
     }
     try {
       const [first, second, third] = parts;
-      if (first === "wecom" && second === "app" && parts.length === 3) return await appCallback(this, third as string, this.#apps.get(third as string), req);
-      if (first === "wecom" && second === "bot" && parts.length === 3) return await botCallback(this, third as string, this.#bots.get(third as string), req);
-      if (req.path === "/archive/push") return await archivePush(this, req);
-      if (req.path === this.omniPath) return await omniMessage(this, req);
+      if (first === "wecom" && second === "app" && parts.length === 3) {
+        const app = this.#apps.get(third as string);
+        return await appCallback(app?.corp ?? this.#anyCorp, third as string, app?.endpoint, req);
+      }
+      if (first === "wecom" && second === "bot" && parts.length === 3) {
+        const bot = this.#bots.get(third as string);
+        return await botCallback(bot?.corp ?? this.#anyCorp, third as string, bot?.endpoint, req);
+      }
+      if (req.path === "/archive/push") return await archivePush(this, this.#archiveTargets, req, { recordTenant: isManyCorps(this.config) ? "corp" : "record" });
+      const omni = this.#omniRoutes.get(req.path);
+      if (omni !== undefined) return await omniMessage(this, omni, req);
       if (req.path === "/healthz") return json(200, { status: "ok" });
       if (req.path === "/readyz") return (await this.store.ping()) ? json(200, { status: "ready", store: this.store.engine }) : json(503, { status: "store unreachable" });
       if (req.path === "/metrics") return { status: 200, headers: { "content-type": this.metrics.registry.contentType }, body: await this.metrics.registry.metrics() };
@@ -240,6 +318,11 @@ export class Gateway implements EndpointContext, OmniEndpointContext, OutboundCo
       this.log.error("request failed", { path: req.path, error: e instanceof BridgeError ? e.message : (e as Error)?.message });
       return error(500, "internal", "internal error");
     }
+  }
+
+  /** A corp for answers that need none (an unknown app or bot: 404). */
+  get #anyCorp(): CorpContext {
+    return this.corps[0] as CorpContext;
   }
 
   /** Count an ingested callback: stored, or a duplicate the ledger already had. */

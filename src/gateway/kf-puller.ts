@@ -20,6 +20,12 @@
  * takes effect without a restart; final answers are retried at the cap (a pull never gives up:
  * messages would be lost). A recovery line is logged when a failing account pulls again.
  *
+ * Replicas: with `leases`, a pull holds the account's lease (`kfpull:{open_kfid}`, renewed after
+ * every page) and reads the cursor only once it has it, so two replicas never pull one account at
+ * once, and one that dies mid-pull loses the lease and another goes on from the stored cursor. A
+ * replica woken while another holds the lease looks again a second later (the holder may have
+ * read its last page before the new message arrived).
+ *
  * History: without a cursor WeCom returns up to 3 days of messages. By default messages sent more
  * than `firstPullGraceSec` before the account was first seen are recorded in the ledger but not
  * delivered (`kf.deliverHistory` delivers them); the message whose callback started the first pull
@@ -29,6 +35,7 @@
 import { type WeComClient, WeComApiError, type WeComCredentials } from "../clients/wecom.js";
 import type { Logger } from "../log.js";
 import type { KfMessage, UnifiedMessage } from "../model.js";
+import type { Leases } from "../store/leases.js";
 import type { IngestItem, Store } from "../store/types.js";
 import { CONFIGURATION_HINTS, errcodeLabel, type WeComErrorClass } from "../wecom/errcodes.js";
 import { backoffDelay } from "./delivery.js";
@@ -37,6 +44,14 @@ import { type ItemExtras, messageItem } from "./pipeline.js";
 
 /** WeCom's answer to a `sync_msg` whose callback Token is no longer valid. */
 export const KF_STALE_TOKEN_ERRCODE = 95007;
+
+/** How long a pull's lease lasts without a renewal (a page renews it), ms. */
+export const KF_PULL_LEASE_MS = 15_000;
+/** How soon a replica that found the account's lease taken looks again, ms. */
+export const KF_LEASE_BUSY_RETRY_MS = 1000;
+
+/** Another replica is pulling the account. */
+class LeaseBusy extends Error {}
 
 /** Timers of the puller (injectable, so that a test can run the retry schedule without waiting). */
 export interface KfPullerTimers {
@@ -93,6 +108,8 @@ export interface KfPullerOptions {
   backoff?: KfBackoff;
   /** Timers for retries and polls. Default: unref'd `setTimeout`. */
   timers?: KfPullerTimers;
+  /** Leases shared with other replicas (one pull of an account at a time across them). */
+  leases?: Leases;
 }
 
 /** Result of one pull. */
@@ -234,6 +251,17 @@ export class KfPuller {
   }
 
   #failed(openKfId: string, state: AccountState, e: unknown): void {
+    if (e instanceof LeaseBusy) {
+      // not a failure: another replica is pulling; look again soon (no backoff, no alarm)
+      if (this.#stopped) return;
+      const t = this.#timers.set(() => {
+        if (state.retry !== t) return;
+        state.retry = undefined;
+        if (!this.#stopped) void this.#begin(openKfId, state).catch(() => undefined);
+      }, KF_LEASE_BUSY_RETRY_MS);
+      state.retry = t;
+      return;
+    }
     const api = e instanceof WeComApiError ? e.api : "store";
     const errcode = e instanceof WeComApiError ? e.errcode : 0;
     // a failure that is not WeCom's (the store, a bug) is retried like a transient one
@@ -299,6 +327,20 @@ export class KfPuller {
   }
 
   async #pull(openKfId: string, state: AccountState): Promise<PullResult> {
+    const leases = this.#o.leases;
+    if (leases === undefined) return this.#pullPages(openKfId, state);
+    const tenant = this.#o.credentials.corpId;
+    const name = `kfpull:${openKfId}`;
+    if (!(await leases.acquire(tenant, name, KF_PULL_LEASE_MS))) throw new LeaseBusy(openKfId);
+    try {
+      return await this.#pullPages(openKfId, state, () => leases.acquire(tenant, name, KF_PULL_LEASE_MS));
+    } finally {
+      await leases.release(tenant, name).catch(() => undefined);
+    }
+  }
+
+  /** Read pages from the stored cursor; `renew` (after each page) says whether the lease is still held. */
+  async #pullPages(openKfId: string, state: AccountState, renew?: () => Promise<boolean>): Promise<PullResult> {
     const tenant = this.#o.credentials.corpId;
     const account = await this.#o.store.getKfCursor(tenant, openKfId);
     const historyBefore = (account?.firstSeenAt ?? this.#now()) - this.#o.firstPullGraceSec * 1000;
@@ -340,6 +382,8 @@ export class KfPuller {
       if (stored.length > 0) await this.#o.onStored?.(stored);
       cursor = next;
       if (!page.hasMore) break;
+      // lost the lease (this process stalled past it): the new holder goes on from the cursor
+      if (renew !== undefined && !(await renew())) throw new LeaseBusy(openKfId);
     }
     if (result.stored + result.skipped + result.duplicates > 0) {
       this.#o.log.info("kf pulled", { openKfId, ...result });

@@ -11,11 +11,15 @@
  * - dead letters: until replayed, or removed with `wecom-bridge purge --dead`;
  * - partial downloads a killed process left in the media folder: an hour;
  * - pending and in-flight entries, and their messages and media: until delivered.
+ *
+ * With several replicas, a run holds the `retention` lease (renewed after every batch): one
+ * replica prunes at a time, and the others skip their turn.
  * @module
  */
 import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import { CHANNELS, type Channel } from "../model.js";
+import type { Leases } from "../store/leases.js";
 import type { MediaRow, PruneCutoffs, PruneResult, Store } from "../store/types.js";
 import type { Metrics } from "./metrics.js";
 
@@ -71,7 +75,12 @@ export interface RetentionOptions {
   log: Logger;
   metrics?: Metrics;
   now?: () => number;
+  /** Leases shared with other replicas (one retention run at a time across them). */
+  leases?: Leases;
 }
+
+/** Tenant and name of the retention lease (the whole installation). */
+const RETENTION_LEASE = ["", "retention"] as const;
 
 /** Totals of one pruning run. */
 export interface RetentionRun {
@@ -136,6 +145,21 @@ export class Retention {
   }
 
   async #run(): Promise<RetentionRun> {
+    const leases = this.#o.leases;
+    if (leases === undefined) return this.#prune(async () => true);
+    const ttlMs = Math.max(60_000, 2 * this.#o.config.retention.intervalSec * 1000);
+    const renew = () => leases.acquire(...RETENTION_LEASE, ttlMs);
+    // another replica is pruning: this one skips its turn
+    if (!(await renew())) return { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: 0 };
+    try {
+      return await this.#prune(renew);
+    } finally {
+      await leases.release(...RETENTION_LEASE).catch(() => undefined);
+    }
+  }
+
+  /** Batches until nothing is past its cutoff, or the lease is lost (`renew` after each batch). */
+  async #prune(renew: () => Promise<boolean>): Promise<RetentionRun> {
     const total: RetentionRun = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: 0 };
     const now = this.#now();
     const cutoffs = pruneCutoffs(this.#o.config, now);
@@ -150,7 +174,7 @@ export class Retention {
       const r = await this.#o.store.pruneBatch(cutoffs, batch);
       await this.#account(r, total);
       const removed = r.messages + r.outbox + r.ledger + r.archive + r.state + r.media.length;
-      if (removed === 0 || this.#stopped) break;
+      if (removed === 0 || this.#stopped || !(await renew())) break;
       // let requests through between batches
       await new Promise((resolve) => setImmediate(resolve));
     }

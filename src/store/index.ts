@@ -10,9 +10,10 @@ export * from "./types.js";
 
 /**
  * Open and migrate the store named by the config `store` string: `sqlite:PATH` (the default,
- * embedded). PostgreSQL (`postgres://…`) joins in a later release. `owner`: this process is the
- * gateway serving the store (it may release entries a dead process left in flight). `mustExist`:
- * refuse to create a database that is not there (the maintenance commands).
+ * embedded) or `postgres://user@host:5432/db?schema=NAME&pool=N` (replicas, many corps). `owner`:
+ * this process is the gateway serving the store (SQLite: it may release entries a dead process
+ * left in flight; PostgreSQL: leases expire instead). `mustExist`: refuse to create a database
+ * that is not there (the maintenance commands).
  * @throws Error naming the engine when this build does not have it
  */
 export async function openStore(spec: string, options: { owner?: boolean; mustExist?: boolean } = {}): Promise<Store> {
@@ -24,5 +25,10 @@ export async function openStore(spec: string, options: { owner?: boolean; mustEx
     const { SqliteStore } = await import("./sqlite/index.js");
     return SqliteStore.open({ path, owner: options.owner === true });
   }
-  throw new Error(`store "${spec.split(":")[0]}" is not available in this version (use sqlite:PATH)`);
+  if (/^postgres(ql)?:\/\//.test(spec)) {
+    const { PostgresStore } = await import("./postgres/index.js");
+    const store = await PostgresStore.open({ url: spec, mustExist: options.mustExist === true });
+    return store;
+  }
+  throw new Error(`store "${spec.split(":")[0]}" is not available in this version (use sqlite:PATH or postgres://…)`);
 }

@@ -55,6 +55,9 @@ export interface OutboxEntry {
   updatedAt: number;
 }
 
+/** A claim of an entry: its id and the `attempts` the claim gave it (the claim's token). */
+export type OutboxClaim = Pick<OutboxEntry, "id" | "attempts">;
+
 /** One inbound item for {@link Store.ingest}. */
 export interface IngestItem {
   tenant: string;
@@ -287,8 +290,8 @@ export interface Store {
   getKfCursor(tenant: string, openKfId: string): Promise<KfCursor | undefined>;
   /** Remember when a KF account was first seen (no-op when already known); returns the state. */
   touchKfAccount(tenant: string, openKfId: string, firstSeenAt: number): Promise<KfCursor>;
-  /** KF accounts, newest first, paged by `id` like the other listings. */
-  listKfCursors(page: Page): Promise<KfCursorListItem[]>;
+  /** KF accounts, newest first, paged by `id` like the other listings; `tenant`: only that corp's. */
+  listKfCursors(page: Page & { tenant?: string }): Promise<KfCursorListItem[]>;
   /** Every known KF account of a tenant (catch-up and periodic pulls). */
   listKfAccounts(tenant: string): Promise<string[]>;
 
@@ -298,14 +301,24 @@ export interface Store {
    * until `leaseMs` passes (then another worker may claim them again).
    */
   claimOutbox(kinds: OutboxKind[], now: number, limit: number, leaseMs: number): Promise<OutboxEntry[]>;
-  /** Record the result of an attempt; `followUps` are inserted in the same transaction. */
-  finishOutbox(id: number, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): Promise<void>;
+  /**
+   * Record the result of an attempt; `followUps` are inserted in the same transaction. Only an
+   * entry still in flight changes; given the claimed entry (not just its id), only while it is
+   * still that claim (its `attempts`): a worker that stalled past its lease, while another claim
+   * took the entry, changes nothing.
+   */
+  finishOutbox(
+    entry: number | OutboxClaim,
+    outcome: OutboxOutcome,
+    now: number,
+    followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] },
+  ): Promise<void>;
   /** Put dead entries back to pending (all, or those ids); returns how many. */
   replayDead(ids: number[] | "all", now: number): Promise<number>;
   /** One outbox entry by id. */
   getOutbox(id: number): Promise<OutboxEntry | undefined>;
-  /** Extend the lease of an entry still in flight (a long attempt); false when it is not in flight. */
-  renewLease(id: number, until: number, now: number): Promise<boolean>;
+  /** Extend the lease of an entry still in flight (a long attempt; the claim, as for {@link finishOutbox}); false when it is not in flight. */
+  renewLease(entry: number | OutboxClaim, until: number, now: number): Promise<boolean>;
   /**
    * Mark a delivered (`done`) entry `refused` after the fact (WeCom reported that it could not
    * deliver it, e.g. KF `msg_send_fail`); false when the entry is not `done`.
@@ -313,15 +326,26 @@ export interface Store {
   refuseDelivered(id: number, errcode: number, error: string, now: number): Promise<boolean>;
   /** Counts of outbox entries by state. */
   outboxCounts(): Promise<Record<OutboxState, number>>;
-  listOutbox(states: OutboxState[], page: Page): Promise<OutboxEntry[]>;
-  /** The earliest next attempt among pending entries that could be claimed (head of their conversation), ms. */
+  /** Entries in any of `states`, newest first, paged by `id`; `tenant`: only that corp's. */
+  listOutbox(states: OutboxState[], page: Page & { tenant?: string }): Promise<OutboxEntry[]>;
+  /**
+   * The earliest time claimable work appears, ms: the next attempt among pending entries that
+   * could be claimed (head of their conversation), or (a store shared by replicas) the end of a
+   * lease on an entry in flight.
+   */
   nextOutboxDue(kinds: OutboxKind[]): Promise<number | undefined>;
+  /**
+   * Be told when another process added work (a store shared by replicas: PostgreSQL's
+   * LISTEN/NOTIFY); returns the function that stops it. Absent: nothing tells, the caller looks.
+   */
+  subscribe?(onWork: () => void): () => void;
 
   getMessage(seq: number): Promise<StoredMessage | undefined>;
   listMessages(filter: MessageFilter, page: Page): Promise<StoredMessage[]>;
   listConversations(page: Page & { tenant?: string; channel?: Channel }): Promise<ConversationSummary[]>;
 
-  listArchive(page: Page): Promise<(ArchivePushRow & { id: number })[]>;
+  /** Session-archive pushes, newest first, paged by `id`; `tenant`: only that corp's. */
+  listArchive(page: Page & { tenant?: string }): Promise<(ArchivePushRow & { id: number })[]>;
 
   getToken(tenant: string, key: string): Promise<TokenRow | undefined>;
   putToken(row: TokenRow): Promise<void>;

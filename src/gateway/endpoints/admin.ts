@@ -1,7 +1,8 @@
 /**
  * The admin API: read-only JSON behind `Authorization: Bearer {adminToken}`. Every listing answers
- * `{"items": [...], "next": N|null}`, newest first, paged by key (`?before={next}`). Parameters
- * are checked strictly: a bad or unknown one is a 400 naming it, never a 500 and never ignored.
+ * `{"items": [...], "next": N|null}`, newest first, paged by key (`?before={next}`), and takes
+ * `?tenant={corpId}` (only that corp's rows; an unknown corp lists nothing). Parameters are
+ * checked strictly: a bad or unknown one is a 400 naming it, never a 500 and never ignored.
  * @module
  */
 import { CHANNELS, type Channel } from "../../model.js";
@@ -34,12 +35,15 @@ const MAX_KEY = Number.MAX_SAFE_INTEGER;
 
 /** The parameters each listing takes (the paging ones included). */
 const PARAMS: Record<string, readonly string[]> = {
-  conversations: ["limit", "before", "channel"],
-  messages: ["limit", "before", "channel", "conversation", "since", "until"],
-  archive: ["limit", "before"],
-  outbox: ["limit", "before", "state"],
-  cursors: ["limit", "before"],
+  conversations: ["limit", "before", "tenant", "channel"],
+  messages: ["limit", "before", "tenant", "channel", "conversation", "since", "until"],
+  archive: ["limit", "before", "tenant"],
+  outbox: ["limit", "before", "tenant", "state"],
+  cursors: ["limit", "before", "tenant"],
 };
+
+/** Longest `tenant` accepted (a CorpID is 18 characters). */
+const MAX_TENANT = 64;
 
 /** Reads the query of one listing, refusing anything it does not know or cannot parse. */
 class Params {
@@ -85,6 +89,14 @@ class Params {
     return v;
   }
 
+  /** The `tenant` filter (a CorpID): 1 to 64 characters without control characters; any other value filters. */
+  tenant(): { tenant?: string } {
+    const v = this.#q.get("tenant");
+    if (v === null) return {};
+    if (v === "" || v.length > MAX_TENANT || /[\u0000-\u001f\u007f-\u009f]/.test(v)) throw new BadParam(`tenant: must be a corpId, 1 to ${MAX_TENANT} characters without control characters`);
+    return { tenant: v };
+  }
+
   page(): Page {
     const limit = this.int("limit", 1, 500, "an integer from 1 to 500") ?? 50;
     const before = this.int("before", 1, MAX_KEY, "the positive integer given as next by the previous page");
@@ -109,11 +121,12 @@ export async function adminApi(store: Store, adminToken: string, path: string[],
   try {
     const p = new Params(req.query, allowed);
     const page = p.page();
+    const tenant = p.tenant();
     const paged = <T>(items: T[], key: (t: T) => number) => json(200, { items, next: items.length === page.limit ? key(items[items.length - 1] as T) : null });
     switch (resource) {
       case "conversations": {
         const channel = p.channel();
-        return paged(await store.listConversations({ ...page, ...(channel ? { channel } : {}) }), (c) => c.lastSeq);
+        return paged(await store.listConversations({ ...page, ...tenant, ...(channel ? { channel } : {}) }), (c) => c.lastSeq);
       }
       case "messages": {
         const channel = p.channel();
@@ -121,15 +134,15 @@ export async function adminApi(store: Store, adminToken: string, path: string[],
         const since = p.int("since", 0, MAX_KEY, "a time in milliseconds since 1970 (an integer)");
         const until = p.int("until", 0, MAX_KEY, "a time in milliseconds since 1970 (an integer)");
         if (since !== undefined && until !== undefined && since > until) throw new BadParam("since: must not be after until");
-        const filter = { ...(channel ? { channel } : {}), ...(conversationId ? { conversationId } : {}), ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}) };
+        const filter = { ...tenant, ...(channel ? { channel } : {}), ...(conversationId ? { conversationId } : {}), ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}) };
         return paged(await store.listMessages(filter, page), (m) => m.seq);
       }
       case "archive":
-        return paged(await store.listArchive(page), (a) => a.id);
+        return paged(await store.listArchive({ ...page, ...tenant }), (a) => a.id);
       case "outbox":
-        return paged(await store.listOutbox(p.states(), page), (o) => o.id);
+        return paged(await store.listOutbox(p.states(), { ...page, ...tenant }), (o) => o.id);
       default:
-        return paged(await store.listKfCursors(page), (c) => c.id);
+        return paged(await store.listKfCursors({ ...page, ...tenant }), (c) => c.id);
     }
   } catch (e) {
     if (e instanceof BadParam) return json(400, { errcode: "bad_param", errmsg: e.message });

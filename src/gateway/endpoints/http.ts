@@ -34,7 +34,7 @@ export interface GatewayResponse {
   body: string | Buffer | Readable;
 }
 
-/** What an endpoint needs of the gateway that composes it. */
+/** What an endpoint needs of the gateway that composes it, as one corp sees it (`gateway/corp.ts`). */
 export interface EndpointContext {
   readonly config: Config;
   readonly store: Store;
@@ -42,7 +42,7 @@ export interface EndpointContext {
   readonly metrics: Metrics;
   readonly ingestor: Ingestor;
   readonly puller: KfPuller | undefined;
-  /** The CorpID: the tenant of every record. */
+  /** The CorpID of the corp this context serves: the tenant of its records. */
   readonly tenant: string;
   now(): number;
   /** Count an ingested callback: stored, or a duplicate the ledger already had. */

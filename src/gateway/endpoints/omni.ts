@@ -13,13 +13,18 @@
  * refused by a WeCom rule known before sending (KF: session state, 48 hours, 5 messages); 30004
  * the store failed. Nothing about the body is looked at before the signature is checked.
  *
+ * Many corps (`wecom.corps`): the signature is checked against each 全媒体 credential configured
+ * for the path (appId and `replySecret`, else `secret`), in the configuration's order; the first
+ * that verifies names the corps it may route to, and `ToUserId` must address a conversation of one
+ * of them: a conversation of another configured corp answers 30006, as an unknown one does.
+ *
  * Idempotency: the signature does not cover the body, so the gateway keeps keys. `Tag.msgid` (a
  * string) is the key when present (remembered as long as the ledger keeps keys); otherwise
  * (ToUserId, ServiceId, MsgType, Content) within `omni.dedupWindowSec`. A byte-identical replay
  * (same timestamp, signature and body) is recognised for as long as its timestamp is accepted.
  * @module
  */
-import type { Config } from "../../config.js";
+import type { OmniConfig } from "../../config.js";
 import { DecodeError } from "../../errors.js";
 import { addressMatcher } from "../../http/client-address.js";
 import { type OmniFromBody, OmniError, omniReply, parseOmniBody, verifyOmniSignature } from "../../omni/index.js";
@@ -51,17 +56,33 @@ export const OmniReplyErrcode = {
   RefusedByRule: 30009,
 } as const;
 
-/** What the endpoint needs beyond the shared endpoint context. */
+/** What the endpoint needs of a corp beyond the shared endpoint context. */
 export interface OmniEndpointContext extends EndpointContext {
   /** New outbound entries were queued: wake the outbox worker. */
   notifyOutbound(): void;
+}
+
+/** A 全媒体 credential that may sign requests to one staffService path, and the corps it routes to. */
+export interface OmniCredential {
+  /** The settings checked before the corp is known: `appId`, `replySecret` (else `secret`), `allowIps`, `timestampWindowSec`. */
+  readonly omni: OmniConfig;
+  /** CorpIDs of the corps whose 全媒体 this is. */
+  readonly corps: ReadonlySet<string>;
+}
+
+/** How the requests of one staffService path are checked and routed. */
+export interface OmniRouting {
+  /** The credentials that may sign them, in the configuration's order. */
+  readonly credentials: readonly OmniCredential[];
+  /** The configured corp a conversation address belongs to (by its corpId, or a bot's botId), or undefined. */
+  corpOf(address: ConversationAddress): OmniEndpointContext | undefined;
 }
 
 const answer = (errcode: number, errmsg?: string): GatewayResponse => json(200, omniReply(errcode, errmsg));
 
 /** The allow-list matcher of a configuration, built once per list. */
 const matchers = new WeakMap<readonly string[], (a: string | undefined) => boolean>();
-function allowed(cfg: Config["omni"], address: string | undefined): boolean {
+function allowed(cfg: OmniConfig, address: string | undefined): boolean {
   if (cfg.allowIps.length === 0) return true;
   let m = matchers.get(cfg.allowIps);
   if (m === undefined) {
@@ -71,16 +92,18 @@ function allowed(cfg: Config["omni"], address: string | undefined): boolean {
   return m(address);
 }
 
-/** Where a ToUserId goes: the outbox kind and lane, or the errcode that refuses it. */
-type Route = { kind: "kf_send" | "app_send" | "bot_reply"; address: ConversationAddress } | { errcode: number; errmsg: string };
+/** Where a ToUserId goes: the outbox kind and lane and the corp, or the errcode that refuses it. */
+type Route = { kind: "kf_send" | "app_send" | "bot_reply"; address: ConversationAddress; corp: OmniEndpointContext } | { errcode: number; errmsg: string };
 
 const UNKNOWN = { errcode: OmniReplyErrcode.UnknownToUserId, errmsg: "unknown ToUserId: not a conversation address of this gateway" };
 
-async function route(ctx: EndpointContext, toUserId: string, msgType: string): Promise<Route> {
+async function route(routing: OmniRouting, credential: OmniCredential, toUserId: string, msgType: string): Promise<Route> {
   const a = parseConversationAddress(toUserId);
   if (a === undefined) return UNKNOWN;
-  const cfg = ctx.config;
-  const known = async (key: string) => (await ctx.store.getState(ctx.tenant, key, ctx.now())) !== undefined;
+  const corp = routing.corpOf(a);
+  // a conversation of a corp this credential does not serve is unknown to it (nothing is told about other corps)
+  if (corp !== undefined && !credential.corps.has(corp.tenant)) return UNKNOWN;
+  const known = async (c: OmniEndpointContext, key: string) => (await c.store.getState(c.tenant, key, c.now())) !== undefined;
   switch (a.channel) {
     case "archive":
       return { errcode: OmniReplyErrcode.NotAnswerable, errmsg: "session-archive conversations are a record of staff chats, not a channel: they cannot be answered" };
@@ -88,22 +111,22 @@ async function route(ctx: EndpointContext, toUserId: string, msgType: string): P
       return { errcode: OmniReplyErrcode.NotAnswerable, errmsg: "a KF account's own address cannot be answered: use the customer's address kf:{corpId}:{openKfId}:{externalUserId}" };
     case "kf": {
       // a customer the gateway has seen write (its rules are kept 30 days after the last message)
-      if (a.corpId !== ctx.tenant || !(await known(kfRulesKey(toUserId)))) return { ...UNKNOWN, errmsg: "unknown ToUserId: no KF customer with that address has written" };
+      if (corp === undefined || !(await known(corp, kfRulesKey(toUserId)))) return { ...UNKNOWN, errmsg: "unknown ToUserId: no KF customer with that address has written" };
       if (!KF_MSG_TYPES.has(msgType)) return { errcode: OmniReplyErrcode.MsgTypeNotCarried, errmsg: `a KF customer cannot be sent MsgType ${msgType}` };
-      return { kind: "kf_send", address: a };
+      return { kind: "kf_send", address: a, corp };
     }
     case "app": {
       // any member of a configured app may be written to (apps may message members first)
-      if (a.corpId !== ctx.tenant || !cfg.wecom.apps.some((x) => x.agentId === a.agentId)) return { ...UNKNOWN, errmsg: "unknown ToUserId: no self-built app with that agentId is configured" };
+      if (corp === undefined || !corp.config.wecom.apps.some((x) => x.agentId === a.agentId)) return { ...UNKNOWN, errmsg: "unknown ToUserId: no self-built app with that agentId is configured" };
       if (!APP_MSG_TYPES.has(msgType)) return { errcode: OmniReplyErrcode.MsgTypeNotCarried, errmsg: `a self-built app's member cannot be sent MsgType ${msgType}` };
-      return { kind: "app_send", address: a };
+      return { kind: "app_send", address: a, corp };
     }
     case "bot": {
-      if (!cfg.wecom.bots.some((b) => b.botId === a.botId) || !(await known(botConversationKey(toUserId)))) {
+      if (corp === undefined || !corp.config.wecom.bots.some((b) => b.botId === a.botId) || !(await known(corp, botConversationKey(toUserId)))) {
         return { ...UNKNOWN, errmsg: "unknown ToUserId: no user of that bot has written in that chat" };
       }
       if (!BOT_MSG_TYPES.has(msgType)) return { errcode: OmniReplyErrcode.MsgTypeNotCarried, errmsg: `an AI bot's stream carries text and markdown, not MsgType ${msgType}` };
-      return { kind: "bot_reply", address: a };
+      return { kind: "bot_reply", address: a, corp };
     }
   }
 }
@@ -145,9 +168,15 @@ function channelProblem(kind: Route & { kind: string }, body: OmniFromBody): str
   return undefined;
 }
 
-/** Answer one staffService request of the 全媒体. */
-export async function omniMessage(ctx: OmniEndpointContext, req: GatewayRequest): Promise<GatewayResponse> {
-  const cfg = ctx.config.omni;
+/** What the endpoint needs of the gateway before the corp is known. */
+export type OmniSharedContext = Pick<EndpointContext, "config" | "log" | "metrics" | "now">;
+
+/**
+ * Answer one staffService request of the 全媒体.
+ * @param ctx the gateway (limits, metrics, clock)
+ * @param routing the credentials of the request's path and the corps of addresses
+ */
+export async function omniMessage(ctx: OmniSharedContext, routing: OmniRouting, req: GatewayRequest): Promise<GatewayResponse> {
   const count = (outcome: string) => ctx.metrics.omniRequests.inc({ outcome });
   const timestamp = req.query.get("timestamp");
   const signature = req.query.get("signature");
@@ -155,19 +184,34 @@ export async function omniMessage(ctx: OmniEndpointContext, req: GatewayRequest)
     count("30001");
     return answer(30001, "signature and timestamp are required");
   }
-  if (!allowed(cfg, req.remoteAddress)) {
+  const now = ctx.now();
+  // each credential the caller may use, in order: the first that verifies is the request's; when
+  // none does, the first one's refusal answers
+  let credential: OmniCredential | undefined;
+  let refusal: OmniError | undefined;
+  let mayCall = false;
+  for (const c of routing.credentials) {
+    if (!allowed(c.omni, req.remoteAddress)) continue;
+    mayCall = true;
+    try {
+      verifyOmniSignature({ appId: c.omni.appId, secret: c.omni.replySecret ?? c.omni.secret, timestamp, signature, now, windowMs: c.omni.timestampWindowSec * 1000 });
+      credential = c;
+      break;
+    } catch (e) {
+      if (!(e instanceof OmniError)) throw e;
+      refusal ??= e;
+    }
+  }
+  if (!mayCall) {
     count("30003");
     return answer(30003, "this address may not call the staffService API (omni.allowIps)");
   }
-  const now = ctx.now();
-  const windowMs = cfg.timestampWindowSec * 1000;
-  try {
-    verifyOmniSignature({ appId: cfg.appId, secret: cfg.replySecret ?? cfg.secret, timestamp, signature, now, windowMs });
-  } catch (e) {
-    if (!(e instanceof OmniError)) throw e;
+  if (credential === undefined) {
+    const e = refusal as OmniError;
     count(String(e.errcode));
     return answer(e.errcode, e.message.replace(/^\d+ /, ""));
   }
+  const windowMs = credential.omni.timestampWindowSec * 1000;
   if (req.method !== "POST") {
     count("30005");
     return answer(30005, "use POST with a JSON body");
@@ -191,7 +235,7 @@ export async function omniMessage(ctx: OmniEndpointContext, req: GatewayRequest)
     count("30005");
     return answer(30005, problem);
   }
-  const r = await route(ctx, body.ToUserId, body.MsgType);
+  const r = await route(routing, credential, body.ToUserId, body.MsgType);
   if ("errcode" in r) {
     count(String(r.errcode));
     return answer(r.errcode, r.errmsg);
@@ -202,16 +246,18 @@ export async function omniMessage(ctx: OmniEndpointContext, req: GatewayRequest)
     return answer(30005, wrong);
   }
 
+  // from here on, the corp of the conversation: its store keys, its 全媒体's settings
+  const corp = r.corp;
   const msgid = tagMsgId(body.Tag);
   // the replay key outlives a duplicate or a refusal: a byte-identical replay is never acted on
   const keys: OutboundAccept["keys"] = [{ key: `r:${keyHash(timestamp, signature.toLowerCase(), req.body)}`, expiresAt: Number(timestamp) + windowMs + 1000, always: true }];
-  if (msgid !== undefined) keys.push({ key: `m:${keyHash(msgid)}`, expiresAt: now + outboundKeyKeepMs(ctx.config) });
-  else if (ctx.config.omni.dedupWindowSec > 0) {
-    keys.push({ key: `c:${keyHash(body.ToUserId, body.ServiceId ?? "", body.MsgType, body.Content)}`, expiresAt: now + ctx.config.omni.dedupWindowSec * 1000 });
+  if (msgid !== undefined) keys.push({ key: `m:${keyHash(msgid)}`, expiresAt: now + outboundKeyKeepMs(corp.config) });
+  else if (corp.config.omni.dedupWindowSec > 0) {
+    keys.push({ key: `c:${keyHash(body.ToUserId, body.ServiceId ?? "", body.MsgType, body.Content)}`, expiresAt: now + corp.config.omni.dedupWindowSec * 1000 });
   }
   const job: KfJob | AppJob | BotJob = { op: "message", body };
   const entry: OutboxInsert = { kind: r.kind, conversationId: body.ToUserId, payload: job };
-  const input: OutboundAccept = { tenant: ctx.tenant, keys, entries: [entry], now };
+  const input: OutboundAccept = { tenant: corp.tenant, keys, entries: [entry], now };
   if (r.kind === "kf_send") {
     const parts = body.MsgType === "text" ? splitUtf8(body.Content, KF_TEXT_MAX_BYTES).length : 1;
     input.rule = {
@@ -229,9 +275,9 @@ export async function omniMessage(ctx: OmniEndpointContext, req: GatewayRequest)
       },
     };
   }
-  let result: Awaited<ReturnType<typeof ctx.store.acceptOutbound>>;
+  let result: Awaited<ReturnType<typeof corp.store.acceptOutbound>>;
   try {
-    result = await ctx.store.acceptOutbound(input);
+    result = await corp.store.acceptOutbound(input);
   } catch (e) {
     ctx.log.error("staffService message not queued", { error: (e as Error).message });
     count("30004");
@@ -246,6 +292,6 @@ export async function omniMessage(ctx: OmniEndpointContext, req: GatewayRequest)
     return answer(0);
   }
   count("queued");
-  ctx.notifyOutbound();
+  corp.notifyOutbound();
   return answer(0);
 }

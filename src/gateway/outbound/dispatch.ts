@@ -34,7 +34,7 @@ export interface DispatchDeps {
 export async function runOutbound(d: DispatchDeps, entry: OutboxEntry, sender: Sender): Promise<void> {
   const renew = setInterval(() => {
     const now = d.now();
-    d.store.renewLease(entry.id, now + d.leaseMs, now).catch((e: unknown) => d.log.warn("lease not renewed", { outbox: entry.id, error: (e as Error).message }));
+    d.store.renewLease(entry, now + d.leaseMs, now).catch((e: unknown) => d.log.warn("lease not renewed", { outbox: entry.id, error: (e as Error).message }));
   }, Math.max(1000, Math.floor(d.leaseMs / 3)));
   let r: SendResult;
   try {
@@ -45,16 +45,16 @@ export async function runOutbound(d: DispatchDeps, entry: OutboxEntry, sender: S
   const now = d.now();
   const followUps = r.state !== "later" && r.followUps !== undefined && r.followUps.length > 0 ? { tenant: entry.tenant, messageSeq: null, entries: r.followUps } : undefined;
   if (r.state === "done") {
-    await d.store.finishOutbox(entry.id, { state: "done" }, now, followUps);
+    await d.store.finishOutbox(entry, { state: "done" }, now, followUps);
     d.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "done" });
     d.onAttempt?.(entry, "done");
   } else if (r.state === "refused") {
-    await d.store.finishOutbox(entry.id, { state: "refused", error: r.error, errcode: r.errcode }, now, followUps);
+    await d.store.finishOutbox(entry, { state: "refused", error: r.error, errcode: r.errcode }, now, followUps);
     d.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "refused" });
     d.log.info("outbound refused", { outbox: entry.id, kind: entry.kind, errcode: r.errcode, error: r.error });
     d.onAttempt?.(entry, "refused", r.error);
   } else {
-    await d.store.finishOutbox(entry.id, { state: "pending", nextAttemptAt: r.at, error: r.reason, countAttempt: false }, now);
+    await d.store.finishOutbox(entry, { state: "pending", nextAttemptAt: r.at, error: r.reason, countAttempt: false }, now);
     d.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "paced" });
     d.onAttempt?.(entry, "later", r.reason);
   }
@@ -72,7 +72,7 @@ export async function outboundFailed(d: DispatchDeps, entry: OutboxEntry, e: unk
   const errcode = e instanceof WeComApiError ? e.errcode : 0;
   if (isFinalFailure(e)) {
     const notice = isMessage ? [refusalOf(job, errcode, error, errcode !== 0 ? refusalReason(errcode) : error)] : [];
-    await d.store.finishOutbox(entry.id, { state: "refused", error, errcode }, d.now(), notice.length > 0 ? { tenant: entry.tenant, messageSeq: null, entries: notice } : undefined);
+    await d.store.finishOutbox(entry, { state: "refused", error, errcode }, d.now(), notice.length > 0 ? { tenant: entry.tenant, messageSeq: null, entries: notice } : undefined);
     d.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "refused" });
     d.log.info("outbound refused", { outbox: entry.id, kind: entry.kind, errcode, error });
     d.onAttempt?.(entry, "refused", error);
@@ -84,7 +84,7 @@ export async function outboundFailed(d: DispatchDeps, entry: OutboxEntry, e: unk
   }
   if (entry.attempts >= d.maxAttempts && isMessage) {
     const notice = refusalOf(job, errcode, error, `the gateway gave up after ${entry.attempts} attempts; an operator can replay it (wecom-bridge replay)`);
-    await d.store.finishOutbox(entry.id, { state: "dead", error }, d.now(), { tenant: entry.tenant, messageSeq: null, entries: [notice] });
+    await d.store.finishOutbox(entry, { state: "dead", error }, d.now(), { tenant: entry.tenant, messageSeq: null, entries: [notice] });
     d.metrics?.deliveryAttempts.inc({ kind: entry.kind, outcome: "dead" });
     d.log.warn("delivery dead", { outbox: entry.id, kind: entry.kind, attempts: entry.attempts, error });
     d.onAttempt?.(entry, "dead", error);

@@ -67,7 +67,7 @@ export interface OutboundContext {
   /** The keep-alive client for everything that is not WeCom's API (response_url, agents' media). */
   readonly http: HttpClient;
   readonly log: Logger;
-  /** The CorpID: the tenant of every record. */
+  /** The CorpID of the corp this context serves: the tenant of its records. */
   readonly tenant: string;
   now(): number;
   /** Credentials of the app with this agentId, or of the KF app (`"kf"`). */

@@ -16,6 +16,7 @@ import type {
   KfCursorListItem,
   MediaRow,
   MessageFilter,
+  OutboxClaim,
   OutboxEntry,
   OutboxInsert,
   OutboxKind,
@@ -193,6 +194,11 @@ const APPEND_TAIL = "CASE WHEN tail = '[]' THEN excluded.tail ELSE substr(tail, 
 function conditions(pairs: [sql: string, value: unknown][]): { where: string[]; args: unknown[] } {
   const given = pairs.filter(([, v]) => v !== undefined);
   return { where: given.map(([sql]) => sql), args: given.map(([, v]) => v) };
+}
+
+/** The argument of a listing's optional `AND tenant = ?`: none without a tenant. */
+function tenantArg(filter: { tenant?: string }): string[] {
+  return filter.tenant === undefined ? [] : [filter.tenant];
 }
 
 /** Options of {@link SqliteStore}. */
@@ -687,8 +693,9 @@ export class SqliteStore implements Store {
     return (await this.getKfCursor(tenant, openKfId)) as KfCursor;
   }
 
-  async listKfCursors(page: Page): Promise<KfCursorListItem[]> {
-    const rows = this.#stmt("SELECT * FROM kf_cursors WHERE id < ? ORDER BY id DESC LIMIT ?").all(page.before ?? Number.MAX_SAFE_INTEGER, page.limit) as Row[];
+  async listKfCursors(page: Page & { tenant?: string }): Promise<KfCursorListItem[]> {
+    const tenant = page.tenant === undefined ? "" : " AND tenant = ?";
+    const rows = this.#stmt(`SELECT * FROM kf_cursors WHERE id < ?${tenant} ORDER BY id DESC LIMIT ?`).all(page.before ?? Number.MAX_SAFE_INTEGER, ...tenantArg(page), page.limit) as Row[];
     return rows.map(cursorFromRow);
   }
 
@@ -729,35 +736,41 @@ export class SqliteStore implements Store {
     return out;
   }
 
-  async finishOutbox(id: number, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): Promise<void> {
-    return this.#write(() => this.#finishTx(id, outcome, now, followUps));
+  async finishOutbox(entry: number | OutboxClaim, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): Promise<void> {
+    return this.#write(() => this.#finishTx(entry, outcome, now, followUps));
   }
 
   /** The body of {@link finishOutbox}, inside a write transaction. */
-  #finishTx(id: number, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): void {
-    // only an entry still in flight is finished: a finish that comes after its lease ran out and
-    // the entry went back to pending changes nothing (its lane is never advanced twice)
+  #finishTx(entry: number | OutboxClaim, outcome: OutboxOutcome, now: number, followUps?: { tenant: string; messageSeq: number | null; entries: OutboxInsert[] }): void {
+    // only an entry still in flight, and still in the claim that made the attempt, is finished: a
+    // finish that comes after its lease ran out (the entry went back to pending, or another claim
+    // took it) changes nothing (its lane is never advanced twice)
+    const id = typeof entry === "number" ? entry : entry.id;
+    const claim = typeof entry === "number" ? null : entry.attempts;
+    const mine = "state = 'inflight' AND (? IS NULL OR attempts = ?)";
     let changed = 0;
     switch (outcome.state) {
       case "done":
-        changed = this.#stmt("UPDATE outbox SET state = 'done', ready = 0, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ? AND state = 'inflight'").run(now, id).changes;
+        changed = this.#stmt(`UPDATE outbox SET state = 'done', ready = 0, lease_until = NULL, last_error = NULL, updated_at = ? WHERE id = ? AND ${mine}`).run(now, id, claim, claim).changes;
         if (changed === 1) this.#dequeue(id);
         break;
       case "pending":
         changed = this.#stmt(
-          `UPDATE outbox SET state = 'pending', lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?${outcome.countAttempt === false ? ", attempts = attempts - 1" : ""} WHERE id = ? AND state = 'inflight'`,
-        ).run(outcome.nextAttemptAt, outcome.error, now, id).changes;
+          `UPDATE outbox SET state = 'pending', lease_until = NULL, next_attempt_at = ?, last_error = ?, updated_at = ?${outcome.countAttempt === false ? ", attempts = attempts - 1" : ""} WHERE id = ? AND ${mine}`,
+        ).run(outcome.nextAttemptAt, outcome.error, now, id, claim, claim).changes;
         break;
       case "dead":
-        changed = this.#stmt("UPDATE outbox SET state = 'dead', ready = 0, lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ? AND state = 'inflight'").run(outcome.error, now, id).changes;
+        changed = this.#stmt(`UPDATE outbox SET state = 'dead', ready = 0, lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ? AND ${mine}`).run(outcome.error, now, id, claim, claim).changes;
         if (changed === 1) this.#dequeue(id);
         break;
       case "refused":
-        changed = this.#stmt("UPDATE outbox SET state = 'refused', ready = 0, lease_until = NULL, last_error = ?, errcode = ?, updated_at = ? WHERE id = ? AND state = 'inflight'").run(
+        changed = this.#stmt(`UPDATE outbox SET state = 'refused', ready = 0, lease_until = NULL, last_error = ?, errcode = ?, updated_at = ? WHERE id = ? AND ${mine}`).run(
           outcome.error,
           outcome.errcode,
           now,
           id,
+          claim,
+          claim,
         ).changes;
         if (changed === 1) this.#dequeue(id);
         break;
@@ -850,13 +863,14 @@ export class SqliteStore implements Store {
     return counts;
   }
 
-  /** Entries in any of `states`, newest first: each state is walked on its own index and the pages merged. */
-  async listOutbox(states: OutboxState[], page: Page): Promise<OutboxEntry[]> {
+  /** Entries in any of `states`, newest first: each state is walked on its own index and the pages merged (a tenant filters the walk). */
+  async listOutbox(states: OutboxState[], page: Page & { tenant?: string }): Promise<OutboxEntry[]> {
     const before = page.before ?? Number.MAX_SAFE_INTEGER;
-    const byState = this.#stmt("SELECT * FROM outbox INDEXED BY outbox_state_id WHERE state = ? AND id < ? ORDER BY id DESC LIMIT ?");
+    const tenant = page.tenant === undefined ? "" : " AND tenant = ?";
+    const byState = this.#stmt(`SELECT * FROM outbox INDEXED BY outbox_state_id WHERE state = ? AND id < ?${tenant} ORDER BY id DESC LIMIT ?`);
     const rows: Row[] = [];
     for (const state of new Set(states)) {
-      if (STATES.has(state)) rows.push(...(byState.all(state, before, page.limit) as Row[]));
+      if (STATES.has(state)) rows.push(...(byState.all(state, before, ...tenantArg(page), page.limit) as Row[]));
     }
     rows.sort((a, b) => (b.id as number) - (a.id as number));
     return rows.slice(0, page.limit).map(outboxFromRow);
@@ -1011,8 +1025,9 @@ export class SqliteStore implements Store {
     }));
   }
 
-  async listArchive(page: Page): Promise<(ArchivePushRow & { id: number })[]> {
-    const rows = this.#stmt("SELECT * FROM archive_pushes WHERE id < ? ORDER BY id DESC LIMIT ?").all(page.before ?? Number.MAX_SAFE_INTEGER, page.limit) as Row[];
+  async listArchive(page: Page & { tenant?: string }): Promise<(ArchivePushRow & { id: number })[]> {
+    const tenant = page.tenant === undefined ? "" : " AND tenant = ?";
+    const rows = this.#stmt(`SELECT * FROM archive_pushes WHERE id < ?${tenant} ORDER BY id DESC LIMIT ?`).all(page.before ?? Number.MAX_SAFE_INTEGER, ...tenantArg(page), page.limit) as Row[];
     return rows.map((r) => {
       const row: ArchivePushRow & { id: number } = {
         id: r.id as number,
@@ -1274,8 +1289,10 @@ export class SqliteStore implements Store {
     return r === undefined ? undefined : outboxFromRow(r);
   }
 
-  async renewLease(id: number, until: number, now: number): Promise<boolean> {
-    return this.#stmt("UPDATE outbox SET lease_until = ?, updated_at = ? WHERE id = ? AND state = 'inflight'").run(until, now, id).changes === 1;
+  async renewLease(entry: number | OutboxClaim, until: number, now: number): Promise<boolean> {
+    const id = typeof entry === "number" ? entry : entry.id;
+    const claim = typeof entry === "number" ? null : entry.attempts;
+    return this.#stmt("UPDATE outbox SET lease_until = ?, updated_at = ? WHERE id = ? AND state = 'inflight' AND (? IS NULL OR attempts = ?)").run(until, now, id, claim, claim).changes === 1;
   }
 
   async refuseDelivered(id: number, errcode: number, error: string, now: number): Promise<boolean> {

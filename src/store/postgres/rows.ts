@@ -1,0 +1,67 @@
+/**
+ * PostgreSQL rows as the store's types.
+ * @module
+ */
+import type { Channel, UnifiedMessage } from "../../model.js";
+import type { KfCursorListItem, MediaRow, OutboxEntry, OutboxKind, OutboxState, StoredMessage } from "../types.js";
+import type { Row } from "./connection.js";
+
+/** A messages row as a {@link StoredMessage}. */
+export function messageFromRow(r: Row): StoredMessage {
+  return {
+    seq: r.seq as number,
+    tenant: r.tenant as string,
+    channel: r.channel as Channel,
+    key: r.key as string,
+    conversationId: r.conversation_id as string,
+    time: r.time as number,
+    receivedAt: r.received_at as number,
+    contentType: r.content_type as string,
+    message: JSON.parse(r.body as string) as UnifiedMessage,
+  };
+}
+
+/** A kf_cursors row as a {@link KfCursorListItem}. */
+export function cursorFromRow(r: Row): KfCursorListItem {
+  const c: KfCursorListItem = {
+    id: r.id as number,
+    tenant: r.tenant as string,
+    openKfId: r.open_kfid as string,
+    firstSeenAt: r.first_seen_at as number,
+    updatedAt: r.updated_at as number,
+  };
+  if (typeof r.cursor === "string") c.cursor = r.cursor;
+  return c;
+}
+
+/** A media row as {@link MediaRow}. */
+export function mediaFromRow(r: Row): MediaRow {
+  return {
+    tenant: r.tenant as string,
+    id: r.id as string,
+    messageSeq: (r.message_seq as number | null) ?? null,
+    contentType: r.content_type as string,
+    fileName: r.file_name as string,
+    size: r.size as number,
+    createdAt: r.created_at as number,
+  };
+}
+
+/** A stored row as an {@link OutboxEntry}. */
+export function outboxFromRow(r: Row): OutboxEntry {
+  return {
+    id: r.id as number,
+    tenant: r.tenant as string,
+    kind: r.kind as OutboxKind,
+    conversationId: (r.conversation_id as string | null) ?? null,
+    messageSeq: (r.message_seq as number | null) ?? null,
+    payload: JSON.parse(r.payload as string),
+    state: r.state as OutboxState,
+    attempts: r.attempts as number,
+    nextAttemptAt: r.next_attempt_at as number,
+    lastError: (r.last_error as string | null) ?? null,
+    errcode: (r.errcode as number | null) ?? null,
+    createdAt: r.created_at as number,
+    updatedAt: r.updated_at as number,
+  };
+}
