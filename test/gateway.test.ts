@@ -337,7 +337,7 @@ describe("operations", () => {
   it("health, readiness and metrics", async () => {
     stack = await startStack();
     expect((await fetch(`${stack.gw.url}/healthz`)).status).toBe(200);
-    expect(await (await fetch(`${stack.gw.url}/readyz`)).json()).toEqual({ status: "ready", store: "sqlite" });
+    expect(await (await fetch(`${stack.gw.url}/readyz`)).json()).toEqual({ status: "ready", store: process.env.WB_TEST_STORE === "postgres" ? "postgres" : "sqlite" });
     await stack.wecom.appUserSendsText(AGENT, "m1", "x");
     await stack.omni.waitFor(1);
     const text = await (await fetch(`${stack.gw.url}/metrics`)).text();

@@ -167,15 +167,22 @@ export class DeliveryWorker {
     this.#loop = this.#run();
   }
 
-  /** Stop claiming; waits for attempts in flight, then hands waiting entries back to the store. */
-  async stop(): Promise<void> {
+  /**
+   * Stop claiming; waits for attempts in flight (at most `graceMs`: an attempt still running then
+   * is left to finish on its own, its entry held until its lease runs out or the store releases
+   * it), then hands waiting entries back to the store.
+   */
+  async stop(graceMs = Number.POSITIVE_INFINITY): Promise<void> {
     this.#running = false;
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
     if (this.#notifyTimer) clearTimeout(this.#notifyTimer);
     this.#notifyTimer = undefined;
     this.wake();
-    await this.#loop;
+    let timer: NodeJS.Timeout | undefined;
+    const grace = Number.isFinite(graceMs) ? new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))) : new Promise<void>(() => undefined);
+    await Promise.race([this.#loop, grace]);
+    clearTimeout(timer);
     const waiting = [...this.#resume];
     this.#resume = [];
     for (const list of this.#parked.values()) {

@@ -19,6 +19,7 @@ import { type Config, corpsOf, isManyCorps, type OmniConfig, omniCredentialKey }
 import { BridgeError } from "../errors.js";
 import { createLogger, type Logger } from "../log.js";
 import type { Channel, UnifiedMessage } from "../model.js";
+import { Leases } from "../store/leases.js";
 import type { OutboxEntry, Store } from "../store/types.js";
 import type { ConversationAddress } from "../wecom/address.js";
 import { WeComCrypto } from "../wecom/crypto.js";
@@ -32,7 +33,7 @@ import { error, type GatewayRequest, type GatewayResponse, header, json } from "
 import { omniMessage, type OmniRouting } from "./endpoints/omni.js";
 import { handoffEntries } from "./handoff.js";
 import { KfPuller } from "./kf-puller.js";
-import { MediaStore, removeMediaFile, sweepPartialFiles } from "./media.js";
+import { MediaStore } from "./media.js";
 import { apiLabel, Metrics, wecomErrcodeLabel } from "./metrics.js";
 import { Ingestor } from "./pipeline.js";
 import { kfInbound, observeKfStored } from "./outbound/kf-observer.js";
@@ -46,6 +47,9 @@ function omniPathOf(omni: OmniConfig): string {
 
 /** The request and answer shapes of every endpoint (defined in `endpoints/http.ts`). */
 export type { GatewayRequest, GatewayResponse } from "./endpoints/http.js";
+
+/** How long a stopping gateway lets attempts in flight finish, ms. */
+export const STOP_GRACE_MS = 10_000;
 
 /** Options of {@link Gateway}. */
 export interface GatewayOptions {
@@ -65,6 +69,8 @@ export class Gateway implements CorpHost {
   readonly store: Store;
   readonly log: Logger;
   readonly metrics: Metrics;
+  /** Leases shared with the other replicas (see store/leases.ts). */
+  readonly leases: Leases;
   readonly wecom: WeComClient;
   /** The client of the top-level 全媒体 (`omni`), the one of every corp without its own. */
   readonly omni: OmniClient;
@@ -100,7 +106,9 @@ export class Gateway implements CorpHost {
     this.#onStored = options.onStored;
     this.metrics = new Metrics(this.store);
     this.http = new HttpClient({ timeoutMs: cfg.delivery.timeoutMs });
-    this.wecom = new WeComClient({ apiBase: cfg.wecom.apiBase, store: this.store, timeoutMs: cfg.delivery.timeoutMs, now: this.#now, http: this.http });
+    // one KF pull per account, one retention run and one gettoken per app at a time, across replicas
+    this.leases = new Leases(this.store, this.#now);
+    this.wecom = new WeComClient({ apiBase: cfg.wecom.apiBase, store: this.store, timeoutMs: cfg.delivery.timeoutMs, now: this.#now, http: this.http, leases: this.leases });
     // label values from fixed lists (metrics.ts): an unknown api or undocumented errcode is `other`
     this.wecom.onResult = (api, errcode) => this.onWeComResult(api, errcode);
     // one client per 全媒体: its timestamps strictly increase, whichever corp sends
@@ -181,11 +189,12 @@ export class Gateway implements CorpHost {
     this.retention = new Retention({
       config: cfg,
       store: this.store,
-      removeFile: async (row) => void (await removeMediaFile(cfg.mediaDir, row)),
-      sweepPartial: (before) => sweepPartialFiles(cfg.mediaDir, before),
+      removeFile: async (row) => void (await this.media.files.remove(row.tenant, row.id)),
+      sweepPartial: (before) => this.media.files.sweepPartial(before),
       log: this.log,
       metrics: this.metrics,
       now: this.#now,
+      leases: this.leases,
     });
   }
 
@@ -218,6 +227,7 @@ export class Gateway implements CorpHost {
       log: this.log,
       metrics: this.metrics,
       now: this.#now,
+      leases: this.leases,
       extra: (m) => {
         const kf = kfInbound(cfg, m);
         return { entries: [...handoffEntries(cfg.handoff, m), ...kf.entries], ...(kf.effect ? { effect: kf.effect } : {}) };
@@ -252,12 +262,18 @@ export class Gateway implements CorpHost {
     for (const corp of this.corps) void corp.puller?.start();
   }
 
-  /** Stop the workers (after finishing what is in flight). */
+  /**
+   * Stop the workers: no new work is taken, what is in flight finishes within
+   * {@link STOP_GRACE_MS} (an attempt still running then is abandoned: its entry goes back to the
+   * store for another replica), and this process's leases are released, so that another replica
+   * takes over at once (a rolling restart loses no time).
+   */
   async stop(): Promise<void> {
     await this.retention.stop();
     await Promise.all(this.corps.map((c) => c.puller?.stop()));
     await this.ingestor.drain();
-    await this.delivery.stop();
+    await this.delivery.stop(STOP_GRACE_MS);
+    await this.leases.releaseAll();
     this.http.close();
   }
 

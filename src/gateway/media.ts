@@ -5,7 +5,9 @@
  *
  * Files are streamed both ways: a download is written to a temporary file chunk by chunk and
  * renamed when complete (never held whole in memory), and a served file is read from disk as a
- * stream. An AI bot's file is decrypted as it streams.
+ * stream. An AI bot's file is decrypted as it streams. Where the bytes live is a {@link MediaFiles}
+ * (`media-files.ts`): by default {@link FolderMediaFiles} over `mediaDir`, a local folder or one
+ * folder shared by every replica; this module keeps the rows (through the store) and the links.
  *
  * Served files never run script on the gateway's origin: every answer carries
  * `X-Content-Type-Options: nosniff` and a sandboxing `Content-Security-Policy`; only image, audio
@@ -14,90 +16,55 @@
  * and its file name (RFC 6266: an ASCII `filename` and a UTF-8 `filename*`).
  * @module
  */
-import { createDecipheriv, createHmac, randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { mkdir, open, readdir, rename, rm, stat, unlink } from "node:fs/promises";
-import { join } from "node:path";
+import { createDecipheriv, createHmac } from "node:crypto";
 import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { BridgeError, WeComCryptoErrcode as E, WeComCryptoError } from "../errors.js";
 import type { MediaRow, Store } from "../store/types.js";
 import { PKCS7_BLOCK_SIZE, parseEncodingAESKey, pkcs7Unpad, safeEqual } from "../wecom/crypto.js";
+import { FolderMediaFiles, MEDIA_ID as ID, type MediaFiles } from "./media-files.js";
 
 /** Options of {@link MediaStore}. */
 export interface MediaStoreOptions {
+  /** The media folder (`mediaDir`): where the default {@link FolderMediaFiles} keeps files; unused when `files` is given. */
   dir: string;
+  /** Where the bytes live; default `new FolderMediaFiles(dir)`. */
+  files?: MediaFiles;
+  /** The gateway's public base URL, that links start with. */
   publicUrl: string;
+  /** The key that signs links (HMAC-SHA256). */
   secret: string;
+  /** How long a link stays valid, in seconds. */
   ttlSec: number;
+  /** Where media rows are kept, and where messages are looked up (an erased message keeps no media). */
   store: Store;
+  /** The clock (ms); default `Date.now`. */
   now?: () => number;
 }
-
-const ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 /** The id of the `index`-th media of a stored message. */
 export function mediaId(messageSeq: number, index: number): string {
   return `m${messageSeq}-${index}`;
 }
 
-/** Where the file of a media row lives under `dir`. */
-function filePath(dir: string, tenant: string, id: string): string {
-  return join(dir, encodeURIComponent(tenant), id);
-}
-
 /**
- * Delete the file of a media row (retention, erasure).
+ * Delete the file of a media row (retention, erasure) from the media folder `dir`
+ * ({@link FolderMediaFiles.remove}).
  * @returns true when a file was removed; false when there was none (an unavailable media, or
  *   already gone)
  */
 export async function removeMediaFile(dir: string, row: Pick<MediaRow, "tenant" | "id">): Promise<boolean> {
-  if (!ID.test(row.id)) return false;
-  try {
-    await unlink(filePath(dir, row.tenant, row.id));
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
-    throw e;
-  }
+  return new FolderMediaFiles(dir).remove(row.tenant, row.id);
 }
 
 /**
  * Delete the partial downloads (`*.tmp`, and agents' files on their way to WeCom, `*.part` in
  * `outbound-tmp`) a killed process left in `dir`, when last written before `before` (ms): a
- * download in progress keeps writing its file, so it is never touched.
+ * download in progress keeps writing its file, so it is never touched
+ * ({@link FolderMediaFiles.sweepPartial}).
  * @returns how many were removed
  */
 export async function sweepPartialFiles(dir: string, before: number): Promise<number> {
-  let removed = 0;
-  let tenants: string[];
-  try {
-    tenants = await readdir(dir);
-  } catch {
-    return 0; // no media folder yet
-  }
-  for (const tenant of tenants) {
-    let names: string[];
-    try {
-      names = await readdir(join(dir, tenant));
-    } catch {
-      continue; // a file, not a tenant folder
-    }
-    for (const name of names) {
-      // .tmp: a WeCom media download; .part: an agent's file on its way to WeCom (outbound-tmp)
-      if (!name.endsWith(".tmp") && !name.endsWith(".part")) continue;
-      const path = join(dir, tenant, name);
-      try {
-        if ((await stat(path)).mtimeMs < before) {
-          await unlink(path);
-          removed++;
-        }
-      } catch {
-        // gone meanwhile (its download finished or failed)
-      }
-    }
-  }
-  return removed;
+  return new FolderMediaFiles(dir).sweepPartial(before);
 }
 
 /**
@@ -267,13 +234,16 @@ export class MediaGoneError extends BridgeError {
   }
 }
 
-/** Media files on disk, their records, and signed links. */
+/** Media: the files (through a {@link MediaFiles}), their records, and signed links. */
 export class MediaStore {
   readonly #o: MediaStoreOptions;
+  /** Where the bytes live: `options.files`, or a {@link FolderMediaFiles} over `options.dir`. */
+  readonly files: MediaFiles;
 
   /** @param options where files go and how links are signed */
   constructor(options: MediaStoreOptions) {
     this.#o = options;
+    this.files = options.files ?? new FolderMediaFiles(options.dir);
   }
 
   #now(): number {
@@ -286,38 +256,21 @@ export class MediaStore {
 
   /**
    * Write a file as it arrives and record it: the chunks go to a temporary file, renamed into place
-   * once complete, then the row is stored. When the source fails (too large, a network error, bad
-   * decryption) the temporary file is removed and the error is thrown as it came. Idempotent: the
-   * same id overwrites the same bytes, and a second row for an id is ignored.
+   * once complete ({@link MediaFiles.write}), then the row is stored. When the source fails (too
+   * large, a network error, bad decryption) the temporary file is removed and the error is thrown
+   * as it came. Idempotent: the same id overwrites the same bytes, and a second row for an id is
+   * ignored.
    */
   async saveStream(tenant: string, id: string, messageSeq: number | null, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, meta: MediaMeta): Promise<MediaRow> {
     if (!ID.test(id)) throw new Error(`invalid media id ${JSON.stringify(id)}`);
-    await mkdir(join(this.#o.dir, encodeURIComponent(tenant)), { recursive: true });
-    const path = filePath(this.#o.dir, tenant, id);
-    // a name of its own: two attempts of one entry (an expired lease) never write the same file
-    const tmp = `${path}.${randomBytes(6).toString("hex")}.tmp`;
-    let size = 0;
-    let head = Buffer.alloc(0);
-    async function* counted(): AsyncGenerator<Uint8Array> {
-      for await (const c of source) {
-        size += c.length;
-        if (head.length < 16) head = Buffer.concat([head, c.subarray(0, 16 - head.length)]);
-        yield c;
-      }
-    }
-    try {
-      await pipeline(counted(), createWriteStream(tmp, { flags: "wx" }));
-      await rename(tmp, path);
-    } catch (e) {
-      await rm(tmp, { force: true }).catch(() => undefined);
-      throw e;
-    }
+    // a temporary name of its own: two attempts of one entry (an expired lease) never write the same file
+    const { size, head } = await this.files.write(tenant, id, source);
     const declared = typeEssence(meta.contentType);
     const contentType = declared === "application/octet-stream" ? sniffType(head) : meta.contentType;
     const row: MediaRow = { tenant, id, messageSeq, contentType, fileName: meta.fileName || id, size, createdAt: this.#now() };
     // the conversation may have been erased while the file came in: keep nothing of it
     if (messageSeq !== null && (await this.#o.store.getMessage(messageSeq)) === undefined) {
-      await rm(path, { force: true });
+      await this.files.remove(tenant, id);
       throw new MediaGoneError(`message ${messageSeq} was erased while its media was being fetched`);
     }
     await this.#o.store.putMedia(row);
@@ -358,19 +311,10 @@ export class MediaStore {
     if (Number(e) * 1000 < this.#now()) return { error: "expired" };
     const row = await this.#o.store.getMedia(tenant, id);
     if (row === undefined || row.size < 0) return { error: "not_found" };
-    let handle: Awaited<ReturnType<typeof open>>;
-    try {
-      handle = await open(filePath(this.#o.dir, tenant, id), "r");
-    } catch {
-      return { error: "not_found" };
-    }
-    try {
-      const { size } = await handle.stat();
-      return { row, size, stream: handle.createReadStream() };
-    } catch {
-      await handle.close().catch(() => undefined);
-      return { error: "not_found" };
-    }
+    // as before the files were an interface: a file that cannot be read is not found
+    const file = await this.files.open(tenant, id).catch(() => undefined);
+    if (file === undefined) return { error: "not_found" };
+    return { row, size: file.size, stream: file.stream };
   }
 
   /**
