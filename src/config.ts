@@ -198,8 +198,10 @@ export const configSchema = z.strictObject({
       timeoutMs: z.number().int().min(100).default(10_000),
       /** How long a media fetch that fails for a non-final reason is retried, seconds. */
       mediaDeadlineSec: z.number().int().min(0).default(600),
+      /** How long a claimed outbox entry is held before another worker (replica) may take it, seconds; renewed while an attempt runs. */
+      leaseSec: z.number().int().min(5).max(3600).default(30),
     })
-    .default({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300_000, concurrency: 8, timeoutMs: 10_000, mediaDeadlineSec: 600 }),
+    .default({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300_000, concurrency: 8, timeoutMs: 10_000, mediaDeadlineSec: 600, leaseSec: 30 }),
   limits: z
     .strictObject({
       /** Largest callback body accepted, bytes. */
@@ -318,6 +320,8 @@ export function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown
   };
   set(cfg, "adminToken", env.WECOM_BRIDGE_ADMIN_TOKEN);
   set(cfg, "mediaSecret", env.WECOM_BRIDGE_MEDIA_SECRET);
+  // a database URL carries its password: it may come from the environment too
+  set(cfg, "store", env.WECOM_BRIDGE_STORE);
   const wecom = isObj(cfg.wecom) ? cfg.wecom : {};
   const named = (list: unknown) => (Array.isArray(list) ? list.filter((x): x is Obj & { name: string } => isObj(x) && typeof x.name === "string") : []);
   const corps = Array.isArray(wecom.corps) ? wecom.corps.filter(isObj) : [];

@@ -41,7 +41,7 @@ describe("config", () => {
     const c = parseConfig(exampleConfig());
     expect(c.omni.baseUrl).toBe("http://127.0.0.1:9000");
     expect(c.wecom.apps[0]?.kf).toBe(true);
-    expect(c.delivery).toEqual({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300000, concurrency: 8, timeoutMs: 10000, mediaDeadlineSec: 600 });
+    expect(c.delivery).toEqual({ maxAttempts: 12, baseDelayMs: 1000, maxDelayMs: 300000, concurrency: 8, timeoutMs: 10000, mediaDeadlineSec: 600, leaseSec: 30 });
     expect(c.kf).toEqual({ deliverHistory: false, firstPullGraceSec: 60, pageSize: 1000, pollIntervalSec: 300, claimSessions: true });
     expect(c.wecom.callbackWindowSec).toBe(300);
     expect(c.wecom.bots[0]).toMatchObject({ placeholder: "正在为您转接人工客服…", streamIdleSec: 15, streamMaxSec: 330, timeoutText: "人工客服正在处理，稍后回复您" });
@@ -101,12 +101,19 @@ describe("config", () => {
       WECOM_BRIDGE_OMNI_SECRET: "omni-env",
       WECOM_BRIDGE_ADMIN_TOKEN: "env-admin-token-0123456789",
       WECOM_BRIDGE_BOT_HELPER_TOKEN: "bot-env",
+      WECOM_BRIDGE_STORE: "postgres://wb:pw@db:5432/bridge?schema=wb",
     });
+    expect(c.store).toBe("postgres://wb:pw@db:5432/bridge?schema=wb");
     expect(c.wecom.apps[0]?.secret).toBe("from-env");
     expect(c.omni.secret).toBe("omni-env");
     expect(c.adminToken).toBe("env-admin-token-0123456789");
     expect(c.wecom.bots[0]?.token).toBe("bot-env");
     expect(problems(raw)).toEqual(expect.arrayContaining([expect.stringMatching(/^wecom\.apps\[0\]\.secret: /), expect.stringMatching(/^omni\.secret: /)]));
+  });
+
+  it("delivery.leaseSec: 30 by default, 5 to 3600 seconds", () => {
+    expect(parseConfig({ ...exampleConfig(), delivery: { leaseSec: 90 } }).delivery.leaseSec).toBe(90);
+    expect(problems({ ...exampleConfig(), delivery: { leaseSec: 2 } })).toEqual([expect.stringMatching(/^delivery\.leaseSec: /)]);
   });
 
   it("loadConfig reads a file and names unreadable or non-JSON files", () => {

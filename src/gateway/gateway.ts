@@ -173,6 +173,7 @@ export class Gateway implements CorpHost {
       wecom: this.wecom,
       media: this.media,
       policy: cfg.delivery,
+      leaseMs: cfg.delivery.leaseSec * 1000,
       mediaMaxBytes: cfg.limits.mediaBytes,
       // app and bot names are unique across the deployment: the name finds the corp
       appCredentials: (name) => {
