@@ -8,7 +8,6 @@
  * every listing by `?tenant=`.
  */
 import { mkdtempSync } from "node:fs";
-import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -22,7 +21,8 @@ import { SqliteStore } from "../src/store/sqlite/index.js";
 import { fixture } from "./helpers.js";
 import { aesKey } from "./sim-wecom-helpers.js";
 import { ADMIN, APP_AES, ARCHIVE_SECRET, BOT_AES, CORP, eventually, freePort, KFID, startStack } from "./stack.js";
-import { closeTestServers, serve } from "./test-server.js";
+import { closeTestServers } from "./test-server.js";
+import { weComRouter } from "./wecom-router.js";
 
 const CORP_A = CORP;
 const CORP_B = "wwB0000000000000b2";
@@ -49,38 +49,6 @@ let gw: RunningGateway;
 let config: Config;
 /** The stream corp B's bot opened for zhaoliu's message. */
 let streamB: string;
-
-/** A stand-in for qyapi.weixin.qq.com serving two corps: gettoken by `corpid`, everything else by the token's corp. */
-async function weComRouter(sims: WeComSimulator[]): Promise<string> {
-  const byToken = new Map<string, WeComSimulator>();
-  const server = await serve((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const url = new URL(req.url ?? "/", "http://router");
-      const corpId = url.searchParams.get("corpid");
-      const token = url.searchParams.get("access_token");
-      const sim = (corpId !== null ? sims.find((s) => s.corpId === corpId) : token !== null ? byToken.get(token) : undefined) ?? sims[0];
-      const target = new URL(`${sim?.url}${url.pathname}${url.search}`);
-      const out = request(target, { method: req.method, headers: { ...req.headers, host: target.host } }, (answer) => {
-        const body: Buffer[] = [];
-        answer.on("data", (c: Buffer) => body.push(c));
-        answer.on("end", () => {
-          const text = Buffer.concat(body);
-          if (url.pathname.endsWith("/gettoken") && sim !== undefined) {
-            const t = (JSON.parse(text.toString("utf8")) as { access_token?: string }).access_token;
-            if (t !== undefined) byToken.set(t, sim);
-          }
-          res.writeHead(answer.statusCode ?? 502, answer.headers);
-          res.end(text);
-        });
-      });
-      out.on("error", () => res.writeHead(502).end());
-      out.end(Buffer.concat(chunks));
-    });
-  });
-  return server.url;
-}
 
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), "wb-corps-"));
