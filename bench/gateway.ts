@@ -10,6 +10,7 @@
  * them, as a load balancer would), in the same run, each on a fresh store (`BENCH_PG`: the server,
  * default the test server `postgres://postgres@127.0.0.1:5432/test`; a fresh schema per phase,
  * dropped afterwards). Last line: `{"bench":"gateway-pg","sqlite_rps":N,"pg_rps_1":N,"pg_rps_2":N}`.
+ * `BENCH_PROFILE=dir`: each server process writes a CPU profile there.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -36,7 +37,8 @@ interface Child {
 }
 
 async function startChild(args: string[]): Promise<Child> {
-  const proc = spawn(process.execPath, ["--import", "tsx", new URL("./gateway-child.ts", import.meta.url).pathname, ...args], { stdio: ["pipe", "pipe", "inherit"] });
+  const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE] : [];
+  const proc = spawn(process.execPath, [...profile, "--import", "tsx", new URL("./gateway-child.ts", import.meta.url).pathname, ...args], { stdio: ["pipe", "pipe", "inherit"] });
   const lines = createInterface({ input: proc.stdout as NodeJS.ReadableStream });
   const waiters: ((line: string) => void)[] = [];
   lines.on("line", (l) => waiters.shift()?.(l));

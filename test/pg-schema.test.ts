@@ -34,10 +34,14 @@ function storeStatements(): { file: string; sql: string }[] {
   return out;
 }
 
-/** Aliases of the tenant-keyed tables a statement names (`outbox o`, `outbox AS o`, or the bare name). */
+/**
+ * Aliases of the tenant-keyed tables a statement reads or updates (`outbox o`, `outbox AS o`, or
+ * the bare name). An INSERT's target is not a join: rows written from parameter arrays each carry
+ * their own tenant.
+ */
 function distributedRefs(sql: string, distributed: Set<string>): string[] {
   const refs: string[] = [];
-  for (const m of sql.matchAll(/\b(FROM|JOIN|USING|UPDATE|INTO)\s+(\w+)(?:\s+(?:AS\s+)?(\w+))?/gi)) {
+  for (const m of sql.matchAll(/\b(FROM|JOIN|USING|UPDATE)\s+(\w+)(?:\s+(?:AS\s+)?(\w+))?/gi)) {
     const table = m[2] as string;
     if (!distributed.has(table)) continue;
     const alias = m[3];

@@ -50,13 +50,18 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
-/** Group commit over {@link Store.ingest}. */
+/**
+ * Group commit over {@link Store.ingest}: the items submitted during one event-loop turn (and while
+ * the previous batches commit) share a transaction. With `maxInFlight` > 1 (a networked store),
+ * that many batches commit at once.
+ */
 export class Ingestor {
   readonly #store: Store;
   readonly #maxBatch: number;
+  readonly #maxInFlight: number;
   #queue: Pending[] = [];
   #scheduled = false;
-  #flushing: Promise<void> = Promise.resolve();
+  readonly #inflight = new Set<Promise<void>>();
   /** Called after each committed batch with its new (stored) results. */
   onCommit?: (items: IngestItem[], results: IngestResult[]) => void;
 
@@ -66,11 +71,13 @@ export class Ingestor {
    * @param store where items go
    * @param maxBatch most items in one transaction (default 256)
    * @param now the gateway's clock (stamps rows, makes entries due)
+   * @param maxInFlight batches committing at once (default 1)
    */
-  constructor(store: Store, maxBatch = 256, now: () => number = Date.now) {
+  constructor(store: Store, maxBatch = 256, now: () => number = Date.now, maxInFlight = 1) {
     this.#store = store;
     this.#maxBatch = maxBatch;
     this.#now = now;
+    this.#maxInFlight = Math.max(1, maxInFlight);
   }
 
   /** Queue an item; resolves once it is committed (or found already stored). */
@@ -81,38 +88,46 @@ export class Ingestor {
         this.#scheduled = true;
         setImmediate(() => {
           this.#scheduled = false;
-          this.#flushing = this.#flushing.then(() => this.#flush());
+          this.#pump();
         });
       }
     });
   }
 
-  async #flush(): Promise<void> {
-    while (this.#queue.length > 0) {
+  /** Start batches while there are items and room. */
+  #pump(): void {
+    while (this.#queue.length > 0 && this.#inflight.size < this.#maxInFlight) {
       const batch = this.#queue.splice(0, this.#maxBatch);
-      try {
-        const results = await this.#store.ingest(
-          batch.map((p) => p.item),
-          undefined,
-          this.#now(),
-        );
-        for (let i = 0; i < batch.length; i++) batch[i]?.resolve(results[i] as IngestResult);
-        this.onCommit?.(
-          batch.map((p) => p.item),
-          results,
-        );
-      } catch (e) {
-        for (const p of batch) p.reject(e);
-      }
+      const p = this.#commit(batch).finally(() => {
+        this.#inflight.delete(p);
+        this.#pump();
+      });
+      this.#inflight.add(p);
+    }
+  }
+
+  async #commit(batch: Pending[]): Promise<void> {
+    try {
+      const results = await this.#store.ingest(
+        batch.map((p) => p.item),
+        undefined,
+        this.#now(),
+      );
+      for (let i = 0; i < batch.length; i++) batch[i]?.resolve(results[i] as IngestResult);
+      this.onCommit?.(
+        batch.map((p) => p.item),
+        results,
+      );
+    } catch (e) {
+      for (const p of batch) p.reject(e);
     }
   }
 
   /** Resolves when everything submitted so far is committed. */
   async drain(): Promise<void> {
-    while (this.#queue.length > 0 || this.#scheduled) {
+    while (this.#queue.length > 0 || this.#scheduled || this.#inflight.size > 0) {
       await new Promise((r) => setImmediate(r));
-      await this.#flushing;
+      await Promise.allSettled([...this.#inflight]);
     }
-    await this.#flushing;
   }
 }

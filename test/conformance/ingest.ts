@@ -26,6 +26,25 @@ export function ingestTests(ctx: SuiteContext): void {
       await expectConsistent(s);
     });
 
+    it("a batch's messages get seqs, and their entries lanes, in the batch's order, whatever their keys' order", async () => {
+      const s = await ctx.fresh();
+      const keys = ["z9", "a1", "m5", "b2"];
+      const results = await s.ingest(
+        keys.map((k) => textItem(k, "ordered")),
+        undefined,
+        T0,
+      );
+      const seqs = results.map((r) => r.seq as number);
+      expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+      const order: string[] = [];
+      for (let n = 0; n < keys.length; n++) {
+        const [e] = await s.claimOutbox(["omni"], T0, 10, LEASE);
+        order.push(((await s.getMessage(e?.messageSeq as number)) as { key: string }).key);
+        await s.finishOutbox(e as OutboxEntry, { state: "done" }, T0);
+      }
+      expect(order).toEqual(keys);
+    });
+
     it("never merges distinct items, even with identical content and time", async () => {
       const s = await ctx.fresh();
       const r = await s.ingest([textItem("1"), textItem("2"), textItem("1")], undefined, T0);

@@ -97,6 +97,11 @@ export function count(tx: Tx, tenant: string, state: string, delta: number): voi
 /** Slots per (tenant, state) of outbox_counts. */
 const SLOTS = 64;
 
+/** A slot of outbox_counts for a transaction's changes (random: concurrent writers rarely share one). */
+export function countSlot(): number {
+  return Math.floor(Math.random() * SLOTS);
+}
+
 async function flushCounts(tx: Tx): Promise<void> {
   if (tx.counts.size === 0) return;
   const keys = [...tx.counts.keys()].filter((k) => tx.counts.get(k) !== 0).sort();
@@ -106,7 +111,7 @@ async function flushCounts(tx: Tx): Promise<void> {
     tx.c,
     `INSERT INTO outbox_counts (tenant, state, slot, n) SELECT t, s, $3, d FROM unnest($1::text[], $2::text[], $4::bigint[]) AS u(t, s, d)
      ON CONFLICT (tenant, state, slot) DO UPDATE SET n = outbox_counts.n + excluded.n`,
-    [split.map((s) => s[0]), split.map((s) => s[1]), Math.floor(Math.random() * SLOTS), keys.map((k) => tx.counts.get(k))],
+    [split.map((s) => s[0]), split.map((s) => s[1]), countSlot(), keys.map((k) => tx.counts.get(k))],
   );
 }
 

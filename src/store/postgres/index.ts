@@ -15,7 +15,7 @@
 import { randomBytes } from "node:crypto";
 import type pg from "pg";
 import { BridgeError } from "../../errors.js";
-import type { Channel, UnifiedMessage } from "../../model.js";
+import type { Channel, } from "../../model.js";
 import type {
   ArchivePushRow,
   ConversationSummary,
@@ -42,9 +42,10 @@ import type {
   TokenRow,
 } from "../types.js";
 import { count, isConnectionError, makePool, type PgTarget, parseStoreUrl, q, type Row, type Tx, transaction } from "./connection.js";
+import { ingestTx } from "./ingest.js";
 import { PG_MIGRATIONS } from "./migrations.js";
 import { WorkNotifier } from "./notify.js";
-import { claimTenant, finishEntry, insertEntries, type NewEntry, nextIds, releaseExpired, repairLanes, reviveDead } from "./outbox.js";
+import { claimTenant, finishEntry, insertEntries, releaseExpired, repairLanes, reviveDead } from "./outbox.js";
 import { pruneTx } from "./retention.js";
 import { cursorFromRow, mediaFromRow, messageFromRow, outboxFromRow } from "./rows.js";
 import { lockState, readState, writeState } from "./state.js";
@@ -225,146 +226,9 @@ export class PostgresStore implements Store {
     if (items.length === 0 && cursor === undefined) return [];
     return this.#op(async () => {
       await this.#register([...items.map((i) => i.tenant), ...(cursor ? [cursor.tenant] : [])]);
-      const results = await this.#tx((tx) => this.#ingestTx(tx, items, cursor, now));
+      const results = await this.#tx((tx) => ingestTx(tx, items, cursor, now));
       if (results.some((r) => r.stored)) this.#notifier.signal();
       return results;
-    });
-  }
-
-  async #ingestTx(tx: Tx, items: IngestItem[], cursor: { tenant: string; openKfId: string; cursor: string } | undefined, now: number): Promise<IngestResult[]> {
-    const keyOf = (i: IngestItem) => `${i.tenant}\u0000${i.channel}\u0000${i.key}`;
-    // a key twice in one batch: the first is the item, the others are its repeats
-    const first = new Map<string, number>();
-    const unique: number[] = [];
-    items.forEach((item, i) => {
-      if (first.has(keyOf(item))) return;
-      first.set(keyOf(item), i);
-      unique.push(i);
-    });
-    const withMessage = unique.filter((i) => items[i]?.message !== undefined);
-    const seqs = await nextIds(tx, "messages_seq", withMessage.length);
-    const seqOf = new Map<number, number>(withMessage.map((i, n) => [i, seqs[n] as number]));
-    // the keys, in one order whatever the batch (two batches never wait on each other in a cycle)
-    const order = [...unique].sort((a, b) => {
-      const ka = keyOf(items[a] as IngestItem);
-      const kb = keyOf(items[b] as IngestItem);
-      return ka < kb ? -1 : ka > kb ? 1 : 0;
-    });
-    const col = <T>(f: (item: IngestItem, i: number) => T) => order.map((i) => f(items[i] as IngestItem, i));
-    const inserted = await q(
-      tx.c,
-      `INSERT INTO ledger (tenant, channel, key, message_seq, skip_reason, first_seen)
-       SELECT t, ch, k, s, r, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[]) WITH ORDINALITY AS u(t, ch, k, s, r, o) ORDER BY o
-       ON CONFLICT DO NOTHING RETURNING tenant, channel, key`,
-      [col((it) => it.tenant), col((it) => it.channel), col((it) => it.key), col((_, i) => seqOf.get(i) ?? null), col((it) => it.skipReason ?? null), now],
-    );
-    const isNew = new Set(inserted.map((r) => `${r.tenant}\u0000${r.channel}\u0000${r.key}`));
-    const known = unique.filter((i) => !isNew.has(keyOf(items[i] as IngestItem)));
-    const knownSeq = new Map<string, number | null>();
-    if (known.length > 0) {
-      const rows = await q(
-        tx.c,
-        `SELECT l.tenant, l.channel, l.key, l.message_seq FROM ledger l JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(t, ch, k)
-         ON l.tenant = u.t AND l.channel = u.ch AND l.key = u.k`,
-        [known.map((i) => items[i]?.tenant), known.map((i) => items[i]?.channel), known.map((i) => items[i]?.key)],
-      );
-      for (const r of rows) knownSeq.set(`${r.tenant}\u0000${r.channel}\u0000${r.key}`, (r.message_seq as number | null) ?? null);
-    }
-    // the new items' entries (their own, then those their effects decide), in batch order
-    const entries: NewEntry[] = [];
-    const owners: number[] = [];
-    for (const i of unique) {
-      const item = items[i] as IngestItem;
-      if (!isNew.has(keyOf(item))) continue;
-      const seq = seqOf.get(i) ?? null;
-      for (const e of item.outbox ?? []) {
-        entries.push({ tenant: item.tenant, messageSeq: seq, entry: e });
-        owners.push(i);
-      }
-      if (item.effect !== undefined) {
-        const fx = item.effect;
-        const current = await lockState(tx, item.tenant, fx.key, now);
-        const done = fx.apply(current.value);
-        if (done.state !== undefined) await writeState(tx, item.tenant, fx.key, fx.conversationId, done.state, now);
-        else if (current.placeholder) await q(tx.c, "DELETE FROM shared_state WHERE tenant = $1 AND key = $2", [item.tenant, fx.key]);
-        for (const e of done.entries ?? []) {
-          entries.push({ tenant: item.tenant, messageSeq: null, entry: e });
-          owners.push(-1);
-        }
-      }
-    }
-    await insertEntries(tx, entries, now);
-    const newMessages = withMessage.filter((i) => isNew.has(keyOf(items[i] as IngestItem)));
-    if (newMessages.length > 0) {
-      const ms = newMessages.map((i) => ({ item: items[i] as IngestItem, m: items[i]?.message as UnifiedMessage, seq: seqOf.get(i) as number }));
-      await q(
-        tx.c,
-        `INSERT INTO messages (tenant, seq, channel, key, conversation_id, time, received_at, content_type, body)
-         SELECT t, s, ch, k, c, tm, $8, ct, b FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $9::text[]) AS u(t, s, ch, k, c, tm, ct, b)`,
-        [
-          ms.map((x) => x.item.tenant),
-          ms.map((x) => x.seq),
-          ms.map((x) => x.item.channel),
-          ms.map((x) => x.item.key),
-          ms.map((x) => x.m.conversationId),
-          ms.map((x) => x.m.time),
-          ms.map((x) => x.m.content.type),
-          now,
-          ms.map((x) => JSON.stringify(x.m)),
-        ],
-      );
-      // conversation summaries: one row per conversation, in one order
-      const conv = new Map<string, { tenant: string; id: string; channel: string; n: number; time: number; seq: number }>();
-      for (const x of ms) {
-        const k = `${x.item.tenant}\u0000${x.m.conversationId}\u0000${x.item.channel}`;
-        const c = conv.get(k);
-        if (c === undefined) conv.set(k, { tenant: x.item.tenant, id: x.m.conversationId, channel: x.item.channel, n: 1, time: x.m.time, seq: x.seq });
-        else {
-          c.n++;
-          c.time = Math.max(c.time, x.m.time);
-          c.seq = Math.max(c.seq, x.seq);
-        }
-      }
-      const cs = [...conv.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, c]) => c);
-      await q(
-        tx.c,
-        `INSERT INTO conversations (tenant, conversation_id, channel, messages, last_time, last_seq)
-         SELECT t, c, ch, n, tm, s FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS u(t, c, ch, n, tm, s, o) ORDER BY o
-         ON CONFLICT (tenant, conversation_id, channel) DO UPDATE SET messages = conversations.messages + excluded.messages,
-           last_time = greatest(conversations.last_time, excluded.last_time), last_seq = greatest(conversations.last_seq, excluded.last_seq)`,
-        [cs.map((c) => c.tenant), cs.map((c) => c.id), cs.map((c) => c.channel), cs.map((c) => c.n), cs.map((c) => c.time), cs.map((c) => c.seq)],
-      );
-    }
-    for (const i of unique) {
-      const a = items[i]?.archive;
-      if (a === undefined || !isNew.has(keyOf(items[i] as IngestItem))) continue;
-      await q(
-        tx.c,
-        "INSERT INTO archive_pushes (tenant, message_id, push_type, msgid, seq, received_at, body) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        [a.tenant, a.messageId, a.pushType, a.msgid ?? null, a.seq ?? null, a.receivedAt, JSON.stringify(a.body)],
-      );
-    }
-    if (cursor !== undefined) {
-      await q(
-        tx.c,
-        `INSERT INTO kf_cursors (tenant, open_kfid, cursor, first_seen_at, updated_at) VALUES ($1, $2, $3, $4, $4)
-         ON CONFLICT (tenant, open_kfid) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at`,
-        [cursor.tenant, cursor.openKfId, cursor.cursor, now],
-      );
-    }
-    return items.map((item, i) => {
-      const k = keyOf(item);
-      const f = first.get(k) as number;
-      if (f === i && isNew.has(k)) {
-        const r: IngestResult = { stored: true };
-        const seq = seqOf.get(i);
-        if (seq !== undefined) r.seq = seq;
-        return r;
-      }
-      const r: IngestResult = { stored: false };
-      const seq = isNew.has(k) ? seqOf.get(f) : knownSeq.get(k);
-      if (typeof seq === "number") r.seq = seq;
-      return r;
     });
   }
 

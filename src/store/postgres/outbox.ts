@@ -9,7 +9,7 @@
  * @module
  */
 import type { OutboxEntry, OutboxInsert, OutboxKind, OutboxOutcome } from "../types.js";
-import { count, q, type Tx } from "./connection.js";
+import { count, countSlot, q, type Tx } from "./connection.js";
 import { outboxFromRow } from "./rows.js";
 
 /** An entry to insert, with its tenant and message. */
@@ -29,14 +29,16 @@ export async function nextIds(tx: Tx, sequence: "outbox_id_seq" | "messages_seq"
 
 const laneKey = (tenant: string, kind: string, conversationId: string) => `${tenant}\u0000${kind}\u0000${conversationId}`;
 
+type LaneAdd = { tenant: string; kind: string; conversationId: string; added: number };
+
 /**
  * Add `added` live entries to each lane (sorted, so that concurrent writers lock lane rows in one
  * order); returns each lane's live count before.
  */
-async function joinLanes(tx: Tx, lanes: Map<string, { tenant: string; kind: string; conversationId: string; added: number }>): Promise<Map<string, number>> {
+async function joinLanes(tx: Tx, lanes: Map<string, LaneAdd>): Promise<Map<string, number>> {
   const before = new Map<string, number>();
   if (lanes.size === 0) return before;
-  const list = [...lanes.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, l]) => l);
+  const list = sortedLanes(lanes);
   const rows = await q(
     tx.c,
     `INSERT INTO outbox_lanes (tenant, kind, conversation_id, live)
@@ -52,45 +54,77 @@ async function joinLanes(tx: Tx, lanes: Map<string, { tenant: string; kind: stri
   return before;
 }
 
-/** Insert entries (pending, in their lanes, in the order given); returns their ids. */
+function sortedLanes(lanes: Map<string, LaneAdd>): LaneAdd[] {
+  return [...lanes.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, l]) => l);
+}
+
+/**
+ * Insert entries (pending, in their lanes, in the order given) in one statement: each lane's row
+ * is joined (locked, its live count raised) and an entry is its lane's head when it is the first
+ * of the list in a lane that had none live; the pending counts are raised with them. `ids`: ids
+ * allocated beforehand (as many as entries, ascending), else allocated here. Returns the ids.
+ */
 export async function insertEntries(tx: Tx, list: NewEntry[], now: number): Promise<number[]> {
   if (list.length === 0) return [];
-  const ids = await nextIds(tx, "outbox_id_seq", list.length);
-  const lanes = new Map<string, { tenant: string; kind: string; conversationId: string; added: number }>();
-  for (const { tenant, entry } of list) {
-    if (entry.conversationId === null) continue;
-    const k = laneKey(tenant, entry.kind, entry.conversationId);
-    const l = lanes.get(k);
-    if (l === undefined) lanes.set(k, { tenant, kind: entry.kind, conversationId: entry.conversationId, added: 1 });
-    else l.added++;
-  }
-  const before = await joinLanes(tx, lanes);
-  const seen = new Set<string>();
-  const ready = list.map(({ tenant, entry }) => {
+  const lanes = new Map<string, LaneAdd>();
+  const firstInLane = list.map(({ tenant, entry }) => {
     if (entry.conversationId === null) return true;
     const k = laneKey(tenant, entry.kind, entry.conversationId);
-    if (seen.has(k)) return false;
-    seen.add(k);
-    return before.get(k) === 0;
+    const l = lanes.get(k);
+    if (l !== undefined) {
+      l.added++;
+      return false;
+    }
+    lanes.set(k, { tenant, kind: entry.kind, conversationId: entry.conversationId, added: 1 });
+    return true;
   });
-  await q(
+  const lane = sortedLanes(lanes);
+  const pending = new Map<string, number>();
+  for (const l of list) pending.set(l.tenant, (pending.get(l.tenant) ?? 0) + 1);
+  const tenants = [...pending.keys()].sort();
+  // ids are drawn in the list's order (volatile expressions are evaluated after the ORDER BY)
+  const rows = await q(
     tx.c,
-    `INSERT INTO outbox (tenant, id, kind, conversation_id, message_seq, payload, state, ready, lane_pos, attempts, next_attempt_at, created_at, updated_at)
-     SELECT t, i, k, c, m, p, 'pending', r, i, 0, n, $9, $9 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bool[], $8::bigint[]) AS u(t, i, k, c, m, p, r, n)`,
+    `WITH lanes AS (
+       INSERT INTO outbox_lanes (tenant, kind, conversation_id, live)
+       SELECT t, k, c, n FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) WITH ORDINALITY AS u(t, k, c, n, o) ORDER BY o
+       ON CONFLICT (tenant, kind, conversation_id) DO UPDATE SET live = outbox_lanes.live + excluded.live
+       RETURNING tenant, kind, conversation_id, live),
+     prev AS (
+       SELECT l.tenant, l.kind, l.conversation_id, l.live - u.n AS before
+       FROM lanes l JOIN unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(t, k, c, n) ON l.tenant = u.t AND l.kind = u.k AND l.conversation_id = u.c),
+     entries AS (
+       INSERT INTO outbox (tenant, id, kind, conversation_id, message_seq, payload, state, ready, lane_pos, attempts, next_attempt_at, created_at, updated_at)
+       SELECT e.t, e.i, e.k, e.c, e.m, e.p, 'pending', coalesce(e.c IS NULL OR (e.f AND p.before = 0), false), e.i, 0, e.n, $13, $13
+       FROM (SELECT u.*, nextval('outbox_id_seq') AS i FROM unnest($5::text[], $6::int[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bool[], $12::bigint[])
+               AS u(t, o, k, c, m, p, f, n) ORDER BY o) AS e
+       LEFT JOIN prev p ON p.tenant = e.t AND p.kind = e.k AND p.conversation_id = e.c
+       RETURNING id)
+     , counted AS (
+       INSERT INTO outbox_counts (tenant, state, slot, n)
+       SELECT t, 'pending', $16, d FROM unnest($14::text[], $15::bigint[]) AS u(t, d) ORDER BY t
+       ON CONFLICT (tenant, state, slot) DO UPDATE SET n = outbox_counts.n + excluded.n)
+     SELECT id FROM entries ORDER BY id`,
     [
+      lane.map((l) => l.tenant),
+      lane.map((l) => l.kind),
+      lane.map((l) => l.conversationId),
+      lane.map((l) => l.added),
       list.map((l) => l.tenant),
-      ids,
+      list.map((_, n) => n),
       list.map((l) => l.entry.kind),
       list.map((l) => l.entry.conversationId),
       list.map((l) => l.messageSeq),
       list.map((l) => JSON.stringify(l.entry.payload ?? null)),
-      ready,
+      firstInLane,
       list.map((l) => l.entry.notBefore ?? now),
       now,
+      tenants,
+      tenants.map((t) => pending.get(t)),
+      countSlot(),
     ],
   );
-  for (const l of list) count(tx, l.tenant, "pending", 1);
-  return ids;
+  return rows.map((r) => r.id as number);
 }
 
 /** Put entries that expired their lease back to pending (still the heads of their lanes). */
@@ -198,7 +232,7 @@ export async function reviveDead(tx: Tx, ids: number[] | "all", now: number, lim
         );
   if (rows.length === 0) return 0;
   rows.sort((a, b) => (a.id as number) - (b.id as number));
-  const lanes = new Map<string, { tenant: string; kind: string; conversationId: string; added: number }>();
+  const lanes = new Map<string, LaneAdd>();
   for (const r of rows) {
     count(tx, r.tenant as string, "dead", -1);
     count(tx, r.tenant as string, "pending", 1);
