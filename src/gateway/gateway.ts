@@ -155,7 +155,7 @@ export class Gateway implements CorpHost {
     const mediaSecret = cfg.mediaSecret ?? options.mediaSecret ?? randomBytes(32).toString("hex");
     this.media = new MediaStore({ dir: cfg.mediaDir, publicUrl: cfg.publicUrl, secret: mediaSecret, ttlSec: cfg.mediaLinkTtlSec, store: this.store, now: this.#now });
     // a networked store commits several batches at once (SQLite's are synchronous: one)
-    this.ingestor = new Ingestor(this.store, 256, this.#now, this.store.engine === "postgres" ? Number(process.env.WB_INFLIGHT ?? 4) : 1);
+    this.ingestor = new Ingestor(this.store, 256, this.#now, this.store.engine === "postgres" ? 4 : 1);
     this.ingestor.onCommit = (items, results) => {
       let stored = 0;
       results.forEach((r, i) => {
