@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { WeComClient } from "../src/clients/wecom.js";
 import { parseConfig } from "../src/config.js";
 import { type RunningGateway, runGateway } from "../src/gateway/index.js";
-import { KfPuller, type KfPullerOptions, type KfPullerTimers } from "../src/gateway/kf-puller.js";
+import { KfPuller, type KfPullerOptions, } from "../src/gateway/kf-puller.js";
 import { Metrics } from "../src/gateway/metrics.js";
 import { createLogger, silentLogger } from "../src/log.js";
 import type { KfMessage } from "../src/model.js";
@@ -20,33 +20,10 @@ import { WeComSimulator } from "../src/sim/wecom.js";
 import { openStore } from "../src/store/index.js";
 import type { Store } from "../src/store/types.js";
 import { AGENT, APP_AES, CORP, eventually, freePort, KFID, type Stack, stackConfig, startStack } from "./stack.js";
+import { ManualTimers } from "./timers.js";
 
 const SECRET = "app-secret";
 
-/** Timers that only record what was asked: the test fires them. */
-class ManualTimers implements KfPullerTimers {
-  readonly armed: { fn: () => void; ms: number; cleared: boolean }[] = [];
-  set(fn: () => void, ms: number): unknown {
-    const t = { fn, ms, cleared: false };
-    this.armed.push(t);
-    return t;
-  }
-  clear(handle: unknown): void {
-    (handle as { cleared: boolean }).cleared = true;
-  }
-  /** The timers armed and neither fired nor cleared. */
-  pending() {
-    return this.armed.filter((t) => !t.cleared);
-  }
-  /** Fire the one pending timer (of those `pick` selects). */
-  fire(pick: (t: { ms: number }) => boolean = () => true): void {
-    const p = this.pending().filter(pick);
-    expect(p).toHaveLength(1);
-    const t = p[0] as (typeof p)[number];
-    t.cleared = true;
-    t.fn();
-  }
-}
 
 /** A KF puller on a real simulator, client and SQLite store, with its log lines and stored messages. */
 interface Harness {

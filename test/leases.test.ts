@@ -18,6 +18,7 @@ import { Leases } from "../src/store/leases.js";
 import type { Store } from "../src/store/types.js";
 import { freshSchema, pgReachable } from "./pg.js";
 import { AGENT, APP_AES, CORP, eventually, KFID } from "./stack.js";
+import { ManualTimers } from "./timers.js";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -89,24 +90,6 @@ describe.each([
   });
 });
 
-/** Timers the test fires by hand. */
-class ManualTimers implements KfPullerTimers {
-  readonly armed: { fn: () => void; ms: number; cleared: boolean }[] = [];
-  set(fn: () => void, ms: number): unknown {
-    const t = { fn, ms, cleared: false };
-    this.armed.push(t);
-    return t;
-  }
-  clear(handle: unknown): void {
-    (handle as { cleared: boolean }).cleared = true;
-  }
-  fire(ms: number): void {
-    const t = this.armed.find((x) => !x.cleared && x.ms === ms);
-    if (t === undefined) throw new Error(`no pending ${ms} ms timer`);
-    t.cleared = true;
-    t.fn();
-  }
-}
 
 describe("the gateway's leases", () => {
   async function kf(store: Store, leases: Leases, timers: KfPullerTimers) {
@@ -145,11 +128,11 @@ describe("the gateway's leases", () => {
     expect(h.syncs()).toBe(0);
     expect(timers.armed.filter((t) => !t.cleared).map((t) => t.ms)).toEqual([KF_LEASE_BUSY_RETRY_MS]);
     // still held: the next look finds it busy again
-    timers.fire(KF_LEASE_BUSY_RETRY_MS);
+    timers.fire((t) => t.ms === KF_LEASE_BUSY_RETRY_MS);
     await eventually(() => timers.armed.filter((t) => !t.cleared && t.ms === KF_LEASE_BUSY_RETRY_MS).length === 1, 5000, "another look");
     expect(h.syncs()).toBe(0);
     await other.release(CORP, `kfpull:${KFID}`);
-    timers.fire(KF_LEASE_BUSY_RETRY_MS);
+    timers.fire((t) => t.ms === KF_LEASE_BUSY_RETRY_MS);
     await eventually(() => h.stored.length === 1, 5000, "the message");
     // the lease is given back after the pull: the other replica may take it at once
     await eventually(async () => await other.acquire(CORP, `kfpull:${KFID}`, 1000), 5000, "the lease back");

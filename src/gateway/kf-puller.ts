@@ -253,13 +253,7 @@ export class KfPuller {
   #failed(openKfId: string, state: AccountState, e: unknown): void {
     if (e instanceof LeaseBusy) {
       // not a failure: another replica is pulling; look again soon (no backoff, no alarm)
-      if (this.#stopped) return;
-      const t = this.#timers.set(() => {
-        if (state.retry !== t) return;
-        state.retry = undefined;
-        if (!this.#stopped) void this.#begin(openKfId, state).catch(() => undefined);
-      }, KF_LEASE_BUSY_RETRY_MS);
-      state.retry = t;
+      this.#retryIn(openKfId, state, KF_LEASE_BUSY_RETRY_MS);
       return;
     }
     const api = e instanceof WeComApiError ? e.api : "store";
@@ -284,12 +278,17 @@ export class KfPuller {
     } else {
       this.#o.log.debug("kf pull failed again", fields);
     }
+    this.#retryIn(openKfId, state, delayMs);
+  }
+
+  /** Pull the account again after `ms` (unless stopped, or a callback pulls it first). */
+  #retryIn(openKfId: string, state: AccountState, ms: number): void {
     if (this.#stopped) return;
     const t = this.#timers.set(() => {
       if (state.retry !== t) return;
       state.retry = undefined;
       if (!this.#stopped) void this.#begin(openKfId, state).catch(() => undefined);
-    }, delayMs);
+    }, ms);
     state.retry = t;
   }
 

@@ -47,7 +47,7 @@ import { PG_MIGRATIONS } from "./migrations.js";
 import { WorkNotifier } from "./notify.js";
 import { claimTenant, finishEntry, insertEntries, releaseExpired, repairLanes, reviveDead } from "./outbox.js";
 import { pruneTx } from "./retention.js";
-import { cursorFromRow, mediaFromRow, messageFromRow, outboxFromRow } from "./rows.js";
+import { archiveFromRow, conversationFromRow, cursorFromRow, mediaFromRow, messageFromRow, outboxFromRow } from "../rows.js";
 import { lockState, readState, writeState } from "./state.js";
 
 export { parseStoreUrl } from "./connection.js";
@@ -428,14 +428,7 @@ export class PostgresStore implements Store {
       `SELECT * FROM conversations WHERE last_seq < $1 AND ($3::text IS NULL OR channel = $3) AND ($4::text IS NULL OR tenant = $4) ORDER BY last_seq DESC LIMIT $2`,
       [page.before ?? Number.MAX_SAFE_INTEGER, page.limit, page.channel ?? null, page.tenant ?? null],
     );
-    return rows.map((r) => ({
-      tenant: r.tenant as string,
-      conversationId: r.conversation_id as string,
-      channel: r.channel as Channel,
-      messages: r.messages as number,
-      lastTime: r.last_time as number,
-      lastSeq: r.last_seq as number,
-    }));
+    return rows.map(conversationFromRow);
   }
 
   async listArchive(page: Page & { tenant?: string }): Promise<(ArchivePushRow & { id: number })[]> {
@@ -444,19 +437,7 @@ export class PostgresStore implements Store {
       "SELECT * FROM archive_pushes WHERE id < $1 AND ($3::text IS NULL OR tenant = $3) ORDER BY id DESC LIMIT $2",
       [page.before ?? Number.MAX_SAFE_INTEGER, page.limit, page.tenant ?? null],
     );
-    return rows.map((r) => {
-      const row: ArchivePushRow & { id: number } = {
-        id: r.id as number,
-        tenant: r.tenant as string,
-        messageId: r.message_id as string,
-        pushType: r.push_type as number,
-        receivedAt: r.received_at as number,
-        body: JSON.parse(r.body as string),
-      };
-      if (typeof r.msgid === "string") row.msgid = r.msgid;
-      if (typeof r.seq === "number") row.seq = r.seq;
-      return row;
-    });
+    return rows.map(archiveFromRow);
   }
 
   // --- tokens, media, settings -------------------------------------------------------------------

@@ -10,7 +10,7 @@
  */
 import type { OutboxEntry, OutboxInsert, OutboxKind, OutboxOutcome } from "../types.js";
 import { count, countSlot, q, type Tx } from "./connection.js";
-import { outboxFromRow } from "./rows.js";
+import { outboxFromRow } from "../rows.js";
 
 /** An entry to insert, with its tenant and message. */
 export interface NewEntry {

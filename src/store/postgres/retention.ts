@@ -6,7 +6,7 @@
 import { CHANNELS } from "../../model.js";
 import type { PruneCutoffs, PruneResult } from "../types.js";
 import { count, q, type Tx } from "./connection.js";
-import { mediaFromRow } from "./rows.js";
+import { mediaFromRow } from "../rows.js";
 
 /** One retention batch, inside a transaction. */
 export async function pruneTx(tx: Tx, c: PruneCutoffs, limit: number): Promise<PruneResult> {

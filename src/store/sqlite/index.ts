@@ -6,7 +6,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import { CHANNELS, type Channel, type UnifiedMessage } from "../../model.js";
+import { CHANNELS, type Channel, } from "../../model.js";
 import type {
   ArchivePushRow,
   ConversationSummary,
@@ -32,55 +32,14 @@ import type {
   StoredMessage,
   TokenRow,
 } from "../types.js";
+import { archiveFromRow, conversationFromRow, cursorFromRow, mediaFromRow, messageFromRow, outboxFromRow, type Row } from "../rows.js";
 import { type Checkpointer, startCheckpointer } from "./checkpointer.js";
 import { MIGRATIONS } from "./migrations.js";
 
-type Row = Record<string, unknown>;
 type Stmt = Database.Statement<unknown[], Row>;
 
-function outboxFromRow(r: Row): OutboxEntry {
-  return {
-    id: r.id as number,
-    tenant: r.tenant as string,
-    kind: r.kind as OutboxKind,
-    conversationId: (r.conversation_id as string | null) ?? null,
-    messageSeq: (r.message_seq as number | null) ?? null,
-    payload: JSON.parse(r.payload as string),
-    state: r.state as OutboxState,
-    attempts: r.attempts as number,
-    nextAttemptAt: r.next_attempt_at as number,
-    lastError: (r.last_error as string | null) ?? null,
-    errcode: (r.errcode as number | null | undefined) ?? null,
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-  };
-}
 
-function messageFromRow(r: Row): StoredMessage {
-  return {
-    seq: r.seq as number,
-    tenant: r.tenant as string,
-    channel: r.channel as Channel,
-    key: r.key as string,
-    conversationId: r.conversation_id as string,
-    time: r.time as number,
-    receivedAt: r.received_at as number,
-    contentType: r.content_type as string,
-    message: JSON.parse(r.body as string) as UnifiedMessage,
-  };
-}
 
-function cursorFromRow(r: Row): KfCursorListItem {
-  const c: KfCursorListItem = {
-    id: r.id as number,
-    tenant: r.tenant as string,
-    openKfId: r.open_kfid as string,
-    firstSeenAt: r.first_seen_at as number,
-    updatedAt: r.updated_at as number,
-  };
-  if (typeof r.cursor === "string") c.cursor = r.cursor;
-  return c;
-}
 
 /** A lane's live entries: how many, and the last one (where the next is chained). */
 interface Lane {
@@ -133,17 +92,6 @@ class LaneCache {
   }
 }
 
-function mediaFromRow(r: Row): MediaRow {
-  return {
-    tenant: r.tenant as string,
-    id: r.id as string,
-    messageSeq: (r.message_seq as number | null) ?? null,
-    contentType: r.content_type as string,
-    fileName: r.file_name as string,
-    size: r.size as number,
-    createdAt: r.created_at as number,
-  };
-}
 
 /** A conversation's seqs, newest first (see SqliteStore.#conversationSeqs). */
 interface ConversationSeqs {
@@ -1015,32 +963,13 @@ export class SqliteStore implements Store {
       ...args,
       page.limit,
     ) as Row[];
-    return rows.map((r) => ({
-      tenant: r.tenant as string,
-      conversationId: r.conversation_id as string,
-      channel: r.channel as Channel,
-      messages: r.messages as number,
-      lastTime: r.last_time as number,
-      lastSeq: r.last_seq as number,
-    }));
+    return rows.map(conversationFromRow);
   }
 
   async listArchive(page: Page & { tenant?: string }): Promise<(ArchivePushRow & { id: number })[]> {
     const tenant = page.tenant === undefined ? "" : " AND tenant = ?";
     const rows = this.#stmt(`SELECT * FROM archive_pushes WHERE id < ?${tenant} ORDER BY id DESC LIMIT ?`).all(page.before ?? Number.MAX_SAFE_INTEGER, ...tenantArg(page), page.limit) as Row[];
-    return rows.map((r) => {
-      const row: ArchivePushRow & { id: number } = {
-        id: r.id as number,
-        tenant: r.tenant as string,
-        messageId: r.message_id as string,
-        pushType: r.push_type as number,
-        receivedAt: r.received_at as number,
-        body: JSON.parse(r.body as string),
-      };
-      if (typeof r.msgid === "string") row.msgid = r.msgid;
-      if (typeof r.seq === "number") row.seq = r.seq;
-      return row;
-    });
+    return rows.map(archiveFromRow);
   }
 
   async getToken(tenant: string, key: string): Promise<TokenRow | undefined> {

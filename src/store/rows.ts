@@ -1,10 +1,13 @@
 /**
- * PostgreSQL rows as the store's types.
+ * Stored rows as the store's types, for both engines (the same column names; integers read as
+ * numbers).
  * @module
  */
-import type { Channel, UnifiedMessage } from "../../model.js";
-import type { KfCursorListItem, MediaRow, OutboxEntry, OutboxKind, OutboxState, StoredMessage } from "../types.js";
-import type { Row } from "./connection.js";
+import type { Channel, UnifiedMessage } from "../model.js";
+import type { ArchivePushRow, ConversationSummary, KfCursorListItem, MediaRow, OutboxEntry, OutboxKind, OutboxState, StoredMessage } from "./types.js";
+
+/** A row as an engine returns it. */
+export type Row = Record<string, unknown>;
 
 /** A messages row as a {@link StoredMessage}. */
 export function messageFromRow(r: Row): StoredMessage {
@@ -60,8 +63,35 @@ export function outboxFromRow(r: Row): OutboxEntry {
     attempts: r.attempts as number,
     nextAttemptAt: r.next_attempt_at as number,
     lastError: (r.last_error as string | null) ?? null,
-    errcode: (r.errcode as number | null) ?? null,
+    errcode: (r.errcode as number | null | undefined) ?? null,
     createdAt: r.created_at as number,
     updatedAt: r.updated_at as number,
+  };
+}
+
+/** An archive_pushes row as an {@link ArchivePushRow} with its id. */
+export function archiveFromRow(r: Row): ArchivePushRow & { id: number } {
+  const row: ArchivePushRow & { id: number } = {
+    id: r.id as number,
+    tenant: r.tenant as string,
+    messageId: r.message_id as string,
+    pushType: r.push_type as number,
+    receivedAt: r.received_at as number,
+    body: JSON.parse(r.body as string),
+  };
+  if (typeof r.msgid === "string") row.msgid = r.msgid;
+  if (typeof r.seq === "number") row.seq = r.seq;
+  return row;
+}
+
+/** A conversations row as a {@link ConversationSummary}. */
+export function conversationFromRow(r: Row): ConversationSummary {
+  return {
+    tenant: r.tenant as string,
+    conversationId: r.conversation_id as string,
+    channel: r.channel as Channel,
+    messages: r.messages as number,
+    lastTime: r.last_time as number,
+    lastSeq: r.last_seq as number,
   };
 }
