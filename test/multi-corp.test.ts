@@ -17,10 +17,10 @@ import { silentLogger } from "../src/log.js";
 import { omniSignature } from "../src/omni/index.js";
 import { OmniSimulator } from "../src/sim/omni.js";
 import { WeComSimulator } from "../src/sim/wecom.js";
-import { SqliteStore } from "../src/store/sqlite/index.js";
+import { openStore } from "../src/store/index.js";
 import { fixture } from "./helpers.js";
 import { aesKey } from "./sim-wecom-helpers.js";
-import { ADMIN, APP_AES, ARCHIVE_SECRET, BOT_AES, CORP, eventually, freePort, KFID, startStack } from "./stack.js";
+import { ADMIN, APP_AES, ARCHIVE_SECRET, BOT_AES, CORP, dropStoreOf, eventually, freePort, KFID, startStack, storeFor } from "./stack.js";
 import { closeTestServers } from "./test-server.js";
 import { weComRouter } from "./wecom-router.js";
 
@@ -50,8 +50,12 @@ let config: Config;
 /** The stream corp B's bot opened for zhaoliu's message. */
 let streamB: string;
 
+/** The main gateway's folder (and, on PostgreSQL, the key of its schema). */
+let mainDir = "";
+
 beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), "wb-corps-"));
+  mainDir = dir;
   simA = await WeComSimulator.start({ corpId: CORP_A, apps: APPS_A, bots: BOTS_A, callbackTimeoutMs: 1000, retryIntervalMs: 50 });
   simB = await WeComSimulator.start({ corpId: CORP_B, apps: APPS_B, bots: BOTS_B, callbackTimeoutMs: 1000, retryIntervalMs: 50 });
   simA.addKfAccount(KFID, "A 的客服");
@@ -63,7 +67,7 @@ beforeAll(async () => {
   config = parseConfig({
     listen: { host: "127.0.0.1", port },
     publicUrl: `http://127.0.0.1:${port}`,
-    store: `sqlite:${join(dir, "bridge.db")}`,
+    store: storeFor(dir),
     adminToken: ADMIN,
     mediaDir: join(dir, "media"),
     wecom: {
@@ -97,6 +101,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await gw?.stop();
+  await dropStoreOf(mainDir);
   await simA?.close();
   await simB?.close();
   await omniTop?.close();
@@ -122,6 +127,7 @@ async function push(secret: string, remoteAddress: string, body = fixture("archi
 
 describe("many corps: inbound", () => {
   it("each corp's app, bot and KF messages are stored under its tenant and go to its corp's 全媒体 (A's to the top-level one)", async () => {
+    expect(gw.store.engine).toBe(process.env.WB_TEST_STORE === "postgres" ? "postgres" : "sqlite");
     const a = await gw.store.listMessages({ tenant: CORP_A }, { limit: 50 });
     const b = await gw.store.listMessages({ tenant: CORP_B }, { limit: 50 });
     expect(a.map((m) => m.conversationId).sort()).toEqual([`app:${CORP_A}:${AGENT}:zhangsan`, "bot:aibHELPERA:user:wangwu", `kf:${CORP_A}:${KFID}:wmCUSTOMERA`]);
@@ -276,7 +282,7 @@ describe("many corps: the admin API's ?tenant=", () => {
 describe("many corps: each 全媒体's pathPrefix", () => {
   it("serves every pathPrefix in use, each with the credentials configured for it", async () => {
     const dir = mkdtempSync(join(tmpdir(), "wb-corps-paths-"));
-    const store = await SqliteStore.open({ path: join(dir, "bridge.db") });
+    const store = await openStore(storeFor(dir));
     const cfg = parseConfig({
       publicUrl: "http://127.0.0.1:1",
       adminToken: ADMIN,
@@ -312,6 +318,7 @@ describe("many corps: each 全媒体's pathPrefix", () => {
     } finally {
       await gateway.stop();
       await store.close();
+      await dropStoreOf(dir);
     }
   });
 });

@@ -62,13 +62,21 @@ export interface StackOptions {
  * The store of a stack: a SQLite file in `dir`, or with `WB_TEST_STORE=postgres` a schema of its
  * own on the test PostgreSQL server (the same end-to-end tests, on the other engine).
  */
-function storeFor(dir: string): string {
+export function storeFor(dir: string): string {
   if (process.env.WB_TEST_STORE !== "postgres") return `sqlite:${join(dir, "bridge.db")}`;
   const schema = `wb_e2e_${randomBytes(6).toString("hex")}`;
   pgSchemas.set(dir, schema);
   return `${PG_URL}${PG_URL.includes("?") ? "&" : "?"}schema=${schema}`;
 }
 const pgSchemas = new Map<string, string>();
+
+/** Drop the PostgreSQL schema {@link storeFor} made for `dir`, if any. */
+export async function dropStoreOf(dir: string): Promise<void> {
+  const schema = pgSchemas.get(dir);
+  if (schema === undefined) return;
+  pgSchemas.delete(dir);
+  await dropSchema(schema);
+}
 
 /** The raw config of a stack, pointing at the simulators. */
 export function stackConfig(dir: string, port: number, wecomUrl: string, omniUrl: string): Record<string, any> {
@@ -125,11 +133,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await stack.gw?.stop();
       await wecom.close();
       await omni.close();
-      const schema = pgSchemas.get(dir);
-      if (schema !== undefined) {
-        pgSchemas.delete(dir);
-        await dropSchema(schema);
-      }
+      await dropStoreOf(dir);
     },
   };
   if (!options.noGateway) stack.gw = await runGateway(config, gatewayOptions);
