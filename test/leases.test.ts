@@ -7,11 +7,13 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { OmniClient } from "../src/clients/omni.js";
 import { WeComClient } from "../src/clients/wecom.js";
 import { KF_LEASE_BUSY_RETRY_MS, KfPuller, type KfPullerTimers } from "../src/gateway/kf-puller.js";
 import { Retention } from "../src/gateway/retention.js";
 import { silentLogger } from "../src/log.js";
 import type { KfMessage } from "../src/model.js";
+import { OmniSimulator } from "../src/sim/omni.js";
 import { WeComSimulator } from "../src/sim/wecom.js";
 import { openStore } from "../src/store/index.js";
 import { Leases } from "../src/store/leases.js";
@@ -75,6 +77,25 @@ describe.each([
     const holders = Array.from({ length: 8 }, (_, i) => new Leases(i % 2 === 0 ? sa : sb, Date.now, `h${i}`));
     const won = await Promise.all(holders.map((h) => h.acquire(CORP, "race", 10_000)));
     expect(won.filter(Boolean)).toHaveLength(1);
+  });
+
+  it.skipIf(!reachable)("replicas never sign a 全媒体 request in the same millisecond (the 全媒体 would refuse it as a replay)", async () => {
+    const [sa, sb] = await stores(engine);
+    const omni = await OmniSimulator.start({ appId: "1001", secret: "omni-secret" });
+    cleanups.push(() => omni.close());
+    const body = (n: number) => ({ FromUserId: `app:${CORP}:1:u${n}`, MsgType: "text", Content: String(n) }) as never;
+    const send = async (withStore: boolean) => {
+      // both clocks stand still (a second apart between the runs: the 全媒体 remembers what it saw)
+      const frozen = Date.now() + (withStore ? 1000 : 0);
+      const clients = [sa, sb].map((store) => new OmniClient({ baseUrl: omni.url, version: "v1", appId: "1001", secret: "omni-secret", now: () => frozen, ...(withStore ? { store } : {}) }));
+      const results = await Promise.allSettled(Array.from({ length: 40 }, (_, n) => (clients[n % 2] as OmniClient).send(body(n))));
+      for (const c of clients) c.close();
+      return results.filter((r) => r.status === "rejected").length;
+    };
+    expect(await send(false)).toBeGreaterThan(0); // without the store the second replica collides
+    const before = omni.received.length;
+    expect(await send(true)).toBe(0);
+    expect(omni.received.length - before).toBe(40);
   });
 
   it.skipIf(!reachable)("one gettoken across replicas: the others take its token from the store", async () => {

@@ -6,6 +6,7 @@
  */
 import { BridgeError } from "../errors.js";
 import { omniMessagePath, omniSignedQuery, type OmniToBody } from "../omni/index.js";
+import type { Store } from "../store/types.js";
 import { HttpClient, HttpClientError, type HttpResponse } from "./http.js";
 
 /** The largest answer read from the 全媒体 (its answers are `{errcode, errmsg}`). */
@@ -44,7 +45,16 @@ export interface OmniClientOptions {
    * this client's own (closed by {@link OmniClient.close}).
    */
   http?: HttpClient;
+  /**
+   * A store shared with other replicas: each process then signs with timestamps from blocks of
+   * {@link OMNI_TS_BLOCK_MS} it reserves there, so two replicas never sign in the same millisecond
+   * (the 全媒体 would refuse the second as a replay: its signature covers only the timestamp).
+   */
+  store?: Store;
 }
+
+/** Milliseconds of signature timestamps a process reserves at a time (see {@link OmniClientOptions.store}). */
+export const OMNI_TS_BLOCK_MS = 25;
 
 /** Sends customers' messages to the 全媒体. */
 export class OmniClient {
@@ -52,6 +62,9 @@ export class OmniClient {
   readonly #http: HttpClient;
   readonly #ownHttp: boolean;
   #lastTs = 0;
+  /** The block of timestamps this process reserved: the next to use, and its end (exclusive). */
+  #block: { next: number; end: number } | undefined;
+  #reserving: Promise<void> | undefined;
 
   /** @param options where and how to send */
   constructor(options: OmniClientOptions) {
@@ -66,14 +79,43 @@ export class OmniClient {
   }
 
   /**
+   * The next signature timestamp. The signature covers only appid, secret and timestamp, and the
+   * 全媒体 rejects a replayed pair: requests signed in the same millisecond would collide, so
+   * timestamps strictly increase, and with a shared store they come from this process's own block.
+   */
+  async #timestamp(): Promise<number> {
+    const now = Math.floor((this.#o.now ?? Date.now)());
+    const store = this.#o.store;
+    if (store === undefined) return Math.max(now, this.#lastTs + 1);
+    for (;;) {
+      const b = this.#block;
+      // a block is used until spent, or until it lies a second in the past (stay near the clock)
+      if (b !== undefined && b.next < b.end && b.end > now - 1000) return b.next++;
+      if (this.#reserving === undefined) {
+        this.#reserving = this.#reserve(store, now).finally(() => {
+          this.#reserving = undefined;
+        });
+      }
+      await this.#reserving;
+    }
+  }
+
+  async #reserve(store: Store, now: number): Promise<void> {
+    const key = `omni-ts:${this.#o.appId}:${this.#o.baseUrl}`.slice(0, 200);
+    const v = (await store.updateState("", key, null, now, (cur) => {
+      const until = typeof (cur as { until?: unknown } | undefined)?.until === "number" ? (cur as { until: number }).until : 0;
+      return { value: { until: Math.max(now, until) + OMNI_TS_BLOCK_MS }, expiresAt: now + 3_600_000 };
+    })) as { until: number };
+    this.#block = { next: Math.max(v.until - OMNI_TS_BLOCK_MS, this.#lastTs + 1), end: v.until };
+  }
+
+  /**
    * Send one message. Resolves when the 全媒体 answered HTTP 200 with errcode 0.
    * @throws OmniDeliveryError otherwise (HTTP status, errcode, timeout or network failure)
    */
   async send(body: OmniToBody): Promise<void> {
     const o = this.#o;
-    // the signature covers only appid, secret and timestamp, and the 全媒体 rejects a replayed
-    // pair: requests signed in the same millisecond would collide, so timestamps strictly increase
-    this.#lastTs = Math.max(Math.floor((o.now ?? Date.now)()), this.#lastTs + 1);
+    this.#lastTs = await this.#timestamp();
     const url = `${o.baseUrl}${omniMessagePath(o.version, o.appId)}?${omniSignedQuery(o.appId, o.secret, this.#lastTs)}`;
     let res: HttpResponse;
     try {

@@ -117,7 +117,17 @@ export class Gateway implements CorpHost {
       const key = JSON.stringify([o.baseUrl, o.version, o.appId, o.secret]);
       let c = omniClients.get(key);
       if (c === undefined) {
-        c = new OmniClient({ baseUrl: o.baseUrl, version: o.version, appId: o.appId, secret: o.secret, timeoutMs: cfg.delivery.timeoutMs, now: this.#now, http: this.http });
+        c = new OmniClient({
+          baseUrl: o.baseUrl,
+          version: o.version,
+          appId: o.appId,
+          secret: o.secret,
+          timeoutMs: cfg.delivery.timeoutMs,
+          now: this.#now,
+          http: this.http,
+          // replicas sign from timestamp blocks reserved in the store (never the same millisecond)
+          ...(this.store.engine === "postgres" ? { store: this.store } : {}),
+        });
         omniClients.set(key, c);
       }
       return c;
