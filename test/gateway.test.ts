@@ -229,6 +229,20 @@ describe("delivery", () => {
     expect(stack.omni.received).toHaveLength(3);
   });
 
+  it("an attempt longer than the lease keeps its entry (the lease is renewed): the 全媒体 gets it once", async () => {
+    stack = await startStack({
+      config: (raw) => {
+        raw.delivery.leaseSec = 5;
+        raw.delivery.timeoutMs = 20_000;
+      },
+    });
+    stack.omni.setDelay(7000); // the 全媒体 answers after the 5 s lease would have run out
+    await stack.wecom.appUserSendsText(AGENT, "slow", "慢慢来");
+    await eventually(async () => (await stack?.gw.store.outboxCounts())?.done === 1, 15_000, "the delivery");
+    expect(stack.omni.received).toHaveLength(1);
+    expect(stack.omni.rejected).toHaveLength(0);
+  }, 20_000);
+
   it("gives up after maxAttempts into a dead letter visible in the admin API", async () => {
     stack = await startStack({ config: (c) => (c.delivery = { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 20, concurrency: 2, timeoutMs: 1000 }) });
     stack.omni.setFailure("errcode");

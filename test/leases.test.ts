@@ -92,6 +92,11 @@ describe.each([
       for (const c of clients) c.close();
       return results.filter((r) => r.status === "rejected").length;
     };
+    // one process alone: concurrent sends never share a millisecond
+    const single = new OmniClient({ baseUrl: omni.url, version: "v1", appId: "1001", secret: "omni-secret", now: () => Date.now() - 5000 });
+    const alone = await Promise.allSettled(Array.from({ length: 20 }, (_, n) => single.send(body(100 + n))));
+    single.close();
+    expect(alone.filter((r) => r.status === "rejected")).toEqual([]);
     expect(await send(false)).toBeGreaterThan(0); // without the store the second replica collides
     const before = omni.received.length;
     expect(await send(true)).toBe(0);

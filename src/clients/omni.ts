@@ -86,11 +86,18 @@ export class OmniClient {
   async #timestamp(): Promise<number> {
     const now = Math.floor((this.#o.now ?? Date.now)());
     const store = this.#o.store;
-    if (store === undefined) return Math.max(now, this.#lastTs + 1);
+    // taken synchronously: concurrent sends never share one
+    if (store === undefined) {
+      this.#lastTs = Math.max(now, this.#lastTs + 1);
+      return this.#lastTs;
+    }
     for (;;) {
       const b = this.#block;
       // a block is used until spent, or until it lies a second in the past (stay near the clock)
-      if (b !== undefined && b.next < b.end && b.end > now - 1000) return b.next++;
+      if (b !== undefined && b.next < b.end && b.end > now - 1000) {
+        this.#lastTs = b.next++;
+        return this.#lastTs;
+      }
       if (this.#reserving === undefined) {
         this.#reserving = this.#reserve(store, now).finally(() => {
           this.#reserving = undefined;
@@ -115,8 +122,8 @@ export class OmniClient {
    */
   async send(body: OmniToBody): Promise<void> {
     const o = this.#o;
-    this.#lastTs = await this.#timestamp();
-    const url = `${o.baseUrl}${omniMessagePath(o.version, o.appId)}?${omniSignedQuery(o.appId, o.secret, this.#lastTs)}`;
+    const ts = await this.#timestamp();
+    const url = `${o.baseUrl}${omniMessagePath(o.version, o.appId)}?${omniSignedQuery(o.appId, o.secret, ts)}`;
     let res: HttpResponse;
     try {
       res = await this.#http.request({

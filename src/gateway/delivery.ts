@@ -31,7 +31,7 @@ import { CONFIGURATION_HINTS } from "../wecom/errcodes.js";
 import { decryptBotMediaStream, MediaGoneError, type MediaStore, type MediaUnavailable, mediaId, unavailableOf } from "./media.js";
 import type { Metrics } from "./metrics.js";
 import { type MediaResolution, mediaRefs, toOmniBody } from "./omni-map.js";
-import { type DispatchDeps, outboundFailed, runOutbound } from "./outbound/dispatch.js";
+import { type DispatchDeps, keepLease, outboundFailed, runOutbound } from "./outbound/dispatch.js";
 import { isFinalFailure, type OmniNoticeJob, type Sender } from "./outbound/types.js";
 
 /** Where a media entry fetches from. */
@@ -352,7 +352,13 @@ export class DeliveryWorker {
         return;
       }
       const settledBefore = this.#settledCount;
-      const waited = entry.kind === "media" ? await this.#fetchMedia(entry) : await this.#deliverOmni(entry);
+      const stop = keepLease(this.#dispatch, entry);
+      let waited: boolean;
+      try {
+        waited = entry.kind === "media" ? await this.#fetchMedia(entry) : await this.#deliverOmni(entry);
+      } finally {
+        stop();
+      }
       if (waited) {
         this.#park(entry, settledBefore);
         this.#o.onAttempt?.(entry, "wait");

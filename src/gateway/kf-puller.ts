@@ -364,6 +364,9 @@ export class KfPuller {
       this.#o.metrics?.kfPages.inc({ outcome: page.messages.length === 0 ? "empty" : "messages" });
       const items: IngestItem[] = page.messages.map((m) => this.#item(tenant, m, historyBefore));
       const next = page.nextCursor ?? cursor;
+      // lost the lease (this process stalled past it): the new holder goes on from the stored
+      // cursor, and this page is not written (its cursor would take the holder's back)
+      if (renew !== undefined && !(await renew())) throw new LeaseBusy(openKfId);
       const results = await this.#o.store.ingest(items, next !== undefined ? { tenant, openKfId, cursor: next } : undefined, this.#now());
       const stored: KfMessage[] = [];
       let duplicates = 0;
@@ -381,8 +384,6 @@ export class KfPuller {
       if (stored.length > 0) await this.#o.onStored?.(stored);
       cursor = next;
       if (!page.hasMore) break;
-      // lost the lease (this process stalled past it): the new holder goes on from the cursor
-      if (renew !== undefined && !(await renew())) throw new LeaseBusy(openKfId);
     }
     if (result.stored + result.skipped + result.duplicates > 0) {
       this.#o.log.info("kf pulled", { openKfId, ...result });

@@ -50,6 +50,12 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
+/** The conversation of an item (its lane), if it has one. */
+function conversationOf(item: IngestItem): string | undefined {
+  const c = item.message?.conversationId;
+  return c === undefined ? undefined : `${item.tenant}\u0000${c}`;
+}
+
 /**
  * Group commit over {@link Store.ingest}: the items submitted during one event-loop turn (and while
  * the previous batches commit) share a transaction. With `maxInFlight` > 1 (a networked store),
@@ -62,6 +68,8 @@ export class Ingestor {
   #queue: Pending[] = [];
   #scheduled = false;
   readonly #inflight = new Set<Promise<void>>();
+  /** Conversations with items in a batch still committing. */
+  readonly #busy = new Set<string>();
   /** Called after each committed batch with its new (stored) results. */
   onCommit?: (items: IngestItem[], results: IngestResult[]) => void;
 
@@ -94,11 +102,32 @@ export class Ingestor {
     });
   }
 
-  /** Start batches while there are items and room. */
+  /**
+   * Start batches while there are items and room. An item whose conversation is in a batch still
+   * committing waits for it (batches commit in any order: a conversation's messages keep theirs).
+   */
   #pump(): void {
     while (this.#queue.length > 0 && this.#inflight.size < this.#maxInFlight) {
-      const batch = this.#queue.splice(0, this.#maxBatch);
+      const batch: Pending[] = [];
+      const rest: Pending[] = [];
+      const taken = new Set<string>();
+      const deferred = new Set<string>();
+      for (const p of this.#queue) {
+        const conv = conversationOf(p.item);
+        // a full batch, a conversation committing, or an earlier item of it held back: wait
+        if (batch.length >= this.#maxBatch || (conv !== undefined && (this.#busy.has(conv) || deferred.has(conv)))) {
+          rest.push(p);
+          if (conv !== undefined) deferred.add(conv);
+          continue;
+        }
+        batch.push(p);
+        if (conv !== undefined) taken.add(conv);
+      }
+      if (batch.length === 0) return;
+      this.#queue = rest;
+      for (const c of taken) this.#busy.add(c);
       const p = this.#commit(batch).finally(() => {
+        for (const c of taken) this.#busy.delete(c);
         this.#inflight.delete(p);
         this.#pump();
       });

@@ -27,20 +27,31 @@ export interface DispatchDeps {
 }
 
 /**
+ * Renew a claimed entry's lease every third of it while its attempt runs (any kind: an agent's
+ * 20 MB file, a slow media download), so that no other worker or replica claims it meanwhile;
+ * returns the function that stops renewing.
+ */
+export function keepLease(d: Pick<DispatchDeps, "store" | "now" | "leaseMs" | "log">, entry: OutboxEntry): () => void {
+  const renew = setInterval(() => {
+    const now = d.now();
+    d.store.renewLease(entry, now + d.leaseMs, now).catch((e: unknown) => d.log.warn("lease not renewed", { outbox: entry.id, error: (e as Error).message }));
+  }, Math.max(1000, Math.floor(d.leaseMs / 3)));
+  renew.unref();
+  return () => clearInterval(renew);
+}
+
+/**
  * Run an outbound entry with its sender and record what it made of it. A long attempt (an
  * agent's 20 MB file, a slow upload) renews its lease every third of it, so that the entry is
  * never claimed again while it runs. A thrown failure is the caller's (see {@link outboundFailed}).
  */
 export async function runOutbound(d: DispatchDeps, entry: OutboxEntry, sender: Sender): Promise<void> {
-  const renew = setInterval(() => {
-    const now = d.now();
-    d.store.renewLease(entry, now + d.leaseMs, now).catch((e: unknown) => d.log.warn("lease not renewed", { outbox: entry.id, error: (e as Error).message }));
-  }, Math.max(1000, Math.floor(d.leaseMs / 3)));
+  const stop = keepLease(d, entry);
   let r: SendResult;
   try {
     r = await sender.send(entry);
   } finally {
-    clearInterval(renew);
+    stop();
   }
   const now = d.now();
   const followUps = r.state !== "later" && r.followUps !== undefined && r.followUps.length > 0 ? { tenant: entry.tenant, messageSeq: null, entries: r.followUps } : undefined;

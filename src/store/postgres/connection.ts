@@ -37,6 +37,7 @@ export function parseStoreUrl(spec: string): PgTarget {
     throw new Error("store: not a valid postgres:// URL");
   }
   if (url.password) url.password = "";
+  for (const k of [...url.searchParams.keys()]) if (/pass|key|secret|token/i.test(k)) url.searchParams.set(k, "…");
   const display = url.toString();
   const real = new URL(spec);
   const schema = real.searchParams.get("schema") ?? undefined;
@@ -53,15 +54,26 @@ const types = {
   getTypeParser: ((oid: number, format?: string) => (oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as "text"))) as typeof pg.types.getTypeParser,
 };
 
+/** How long the server lets a session sit idle inside a transaction (a frozen replica's), ms. */
+export const IDLE_IN_TRANSACTION_MS = 60_000;
+
+/** The session settings of every connection: its schema, and {@link IDLE_IN_TRANSACTION_MS}. */
+export function sessionOptions(t: PgTarget): string {
+  return `${t.schema === undefined ? "" : `-c search_path=${t.schema} `}-c idle_in_transaction_session_timeout=${IDLE_IN_TRANSACTION_MS}`;
+}
+
 /** A pool on the target, every connection in its schema. */
 export function makePool(t: PgTarget): pg.Pool {
   const pool = new pg.Pool({
     connectionString: t.connectionString,
     max: t.poolSize,
     types,
-    ...(t.schema === undefined ? {} : { options: `-c search_path=${t.schema}` }),
+    options: sessionOptions(t),
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
+    // a replica that froze or lost its network must not hold rows locked: the server ends a
+    // session idle in a transaction after a minute, and TCP keepalive finds dead peers
+    keepAlive: true,
   });
   // an idle connection that the server dropped: the pool replaces it; nothing to do here
   pool.on("error", () => undefined);

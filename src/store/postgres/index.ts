@@ -44,7 +44,7 @@ import type {
 import { count, isConnectionError, makePool, type PgTarget, parseStoreUrl, q, type Row, type Tx, transaction } from "./connection.js";
 import { ingestTx } from "./ingest.js";
 import { PG_MIGRATIONS } from "./migrations.js";
-import { WorkNotifier } from "./notify.js";
+import { channelOf, WorkNotifier } from "./notify.js";
 import { claimTenant, finishEntry, insertEntries, releaseExpired, repairLanes, reviveDead } from "./outbox.js";
 import { pruneTx } from "./retention.js";
 import { archiveFromRow, conversationFromRow, cursorFromRow, mediaFromRow, messageFromRow, outboxFromRow } from "../rows.js";
@@ -146,7 +146,10 @@ export class PostgresStore implements Store {
       await c.query("BEGIN");
       // one migrator per schema at a time; the others wait here, then find nothing to do
       await c.query("SELECT pg_advisory_xact_lock(8031, hashtext($1))", [this.target.schema ?? "public"]);
-      if (this.target.schema !== undefined) await c.query(`CREATE SCHEMA IF NOT EXISTS ${this.target.schema}`);
+      // CREATE SCHEMA needs CREATE on the database even when the schema exists: only when missing
+      if (this.target.schema !== undefined && (await c.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [this.target.schema])).rowCount === 0) {
+        await c.query(`CREATE SCHEMA ${this.target.schema}`);
+      }
       await c.query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)");
       const applied = new Set((await c.query("SELECT version FROM schema_migrations")).rows.map((r: Row) => r.version as number));
       for (const m of PG_MIGRATIONS) {
@@ -207,13 +210,15 @@ export class PostgresStore implements Store {
         [this.replicaId],
       );
       for (const r of rows) countMove(tx, r.tenant as string, "inflight", "pending");
+      // the other replicas take them now (sent at commit)
+      if (rows.length > 0) await q(tx.c, "SELECT pg_notify($1, $2)", [channelOf(this.target.schema), this.replicaId]);
       return rows.length;
     });
   }
 
   /** Record tenants in the tenants table once per process (claims walk them). */
   async #register(tenants: Iterable<string>): Promise<void> {
-    const fresh = [...new Set(tenants)].filter((t) => !this.#registered.has(t));
+    const fresh = [...new Set(tenants)].filter((t) => !this.#registered.has(t)).sort();
     if (fresh.length === 0) return;
     await this.pool.query("INSERT INTO tenants (tenant, created_at) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING", [fresh, Date.now()]);
     if (this.#registered.size + fresh.length > TENANTS_MAX) this.#registered.clear();
@@ -235,7 +240,7 @@ export class PostgresStore implements Store {
   // --- KF cursors --------------------------------------------------------------------------------
 
   async getKfCursor(tenant: string, openKfId: string): Promise<KfCursor | undefined> {
-    const [r] = await q(this.pool, "SELECT * FROM kf_cursors WHERE tenant = $1 AND open_kfid = $2", [tenant, openKfId]);
+    const [r] = await q(this.pool, "SELECT tenant, open_kfid, id, cursor, first_seen_at, updated_at FROM kf_cursors WHERE tenant = $1 AND open_kfid = $2", [tenant, openKfId]);
     if (r === undefined) return undefined;
     const { id: _id, ...c } = cursorFromRow(r);
     return c;
@@ -254,7 +259,7 @@ export class PostgresStore implements Store {
   async listKfCursors(page: Page & { tenant?: string }): Promise<KfCursorListItem[]> {
     const rows = await q(
       this.pool,
-      "SELECT * FROM kf_cursors WHERE id < $1 AND ($3::text IS NULL OR tenant = $3) ORDER BY id DESC LIMIT $2",
+      "SELECT tenant, open_kfid, id, cursor, first_seen_at, updated_at FROM kf_cursors WHERE id < $1 AND ($3::text IS NULL OR tenant = $3) ORDER BY id DESC LIMIT $2",
       [page.before ?? Number.MAX_SAFE_INTEGER, page.limit, page.tenant ?? null],
     );
     return rows.map(cursorFromRow);
@@ -325,7 +330,7 @@ export class PostgresStore implements Store {
   }
 
   async getOutbox(id: number): Promise<OutboxEntry | undefined> {
-    const [r] = await q(this.pool, "SELECT * FROM outbox WHERE id = $1", [id]);
+    const [r] = await q(this.pool, "SELECT tenant, id, kind, conversation_id, message_seq, payload, state, attempts, next_attempt_at, last_error, errcode, created_at, updated_at FROM outbox WHERE id = $1", [id]);
     return r === undefined ? undefined : outboxFromRow(r);
   }
 
@@ -370,7 +375,7 @@ export class PostgresStore implements Store {
       rows.push(
         ...(await q(
           this.pool,
-          "SELECT * FROM outbox WHERE state = $1 AND id < $2 AND ($4::text IS NULL OR tenant = $4) ORDER BY id DESC LIMIT $3",
+          "SELECT tenant, id, kind, conversation_id, message_seq, payload, state, attempts, next_attempt_at, last_error, errcode, created_at, updated_at FROM outbox WHERE state = $1 AND id < $2 AND ($4::text IS NULL OR tenant = $4) ORDER BY id DESC LIMIT $3",
           [state, page.before ?? Number.MAX_SAFE_INTEGER, page.limit, page.tenant ?? null],
         )),
       );
@@ -398,7 +403,7 @@ export class PostgresStore implements Store {
   // --- messages and listings ---------------------------------------------------------------------
 
   async getMessage(seq: number): Promise<StoredMessage | undefined> {
-    const [r] = await q(this.pool, "SELECT * FROM messages WHERE seq = $1", [seq]);
+    const [r] = await q(this.pool, "SELECT tenant, seq, channel, key, conversation_id, time, received_at, content_type, body FROM messages WHERE seq = $1", [seq]);
     return r === undefined ? undefined : messageFromRow(r);
   }
 
@@ -414,7 +419,7 @@ export class PostgresStore implements Store {
       ] as [string, unknown][]
     ).filter(([, v]) => v !== undefined);
     const where = given.map(([sql], i) => ` AND ${sql}${i + 3}`).join("");
-    const rows = await q(this.pool, `SELECT * FROM messages WHERE seq < $1${where} ORDER BY seq DESC LIMIT $2`, [
+    const rows = await q(this.pool, `SELECT tenant, seq, channel, key, conversation_id, time, received_at, content_type, body FROM messages WHERE seq < $1${where} ORDER BY seq DESC LIMIT $2`, [
       page.before ?? Number.MAX_SAFE_INTEGER,
       page.limit,
       ...given.map(([, v]) => v),
@@ -425,7 +430,7 @@ export class PostgresStore implements Store {
   async listConversations(page: Page & { tenant?: string; channel?: Channel }): Promise<ConversationSummary[]> {
     const rows = await q(
       this.pool,
-      `SELECT * FROM conversations WHERE last_seq < $1 AND ($3::text IS NULL OR channel = $3) AND ($4::text IS NULL OR tenant = $4) ORDER BY last_seq DESC LIMIT $2`,
+      `SELECT tenant, conversation_id, channel, messages, last_time, last_seq FROM conversations WHERE last_seq < $1 AND ($3::text IS NULL OR channel = $3) AND ($4::text IS NULL OR tenant = $4) ORDER BY last_seq DESC LIMIT $2`,
       [page.before ?? Number.MAX_SAFE_INTEGER, page.limit, page.channel ?? null, page.tenant ?? null],
     );
     return rows.map(conversationFromRow);
@@ -434,7 +439,7 @@ export class PostgresStore implements Store {
   async listArchive(page: Page & { tenant?: string }): Promise<(ArchivePushRow & { id: number })[]> {
     const rows = await q(
       this.pool,
-      "SELECT * FROM archive_pushes WHERE id < $1 AND ($3::text IS NULL OR tenant = $3) ORDER BY id DESC LIMIT $2",
+      "SELECT tenant, id, message_id, push_type, msgid, seq, received_at, body FROM archive_pushes WHERE id < $1 AND ($3::text IS NULL OR tenant = $3) ORDER BY id DESC LIMIT $2",
       [page.before ?? Number.MAX_SAFE_INTEGER, page.limit, page.tenant ?? null],
     );
     return rows.map(archiveFromRow);
@@ -468,7 +473,7 @@ export class PostgresStore implements Store {
   }
 
   async getMedia(tenant: string, id: string): Promise<MediaRow | undefined> {
-    const [r] = await q(this.pool, "SELECT * FROM media WHERE tenant = $1 AND id = $2", [tenant, id]);
+    const [r] = await q(this.pool, "SELECT tenant, id, message_seq, content_type, file_name, size, created_at FROM media WHERE tenant = $1 AND id = $2", [tenant, id]);
     return r === undefined ? undefined : mediaFromRow(r);
   }
 
@@ -500,7 +505,7 @@ export class PostgresStore implements Store {
       r.messages = messages.length;
       const seqs = messages.map((m) => m.seq as number);
       if (seqs.length > 0) {
-        for (const row of await q(tx.c, "DELETE FROM media md USING unnest($1::text[], $2::bigint[]) AS u(t, s) WHERE md.tenant = u.t AND md.message_seq = u.s RETURNING md.*", [
+        for (const row of await q(tx.c, "DELETE FROM media md USING unnest($1::text[], $2::bigint[]) AS u(t, s) WHERE md.tenant = u.t AND md.message_seq = u.s RETURNING md.tenant, md.id, md.message_seq, md.content_type, md.file_name, md.size, md.created_at", [
           messages.map((m) => m.tenant),
           seqs,
         ])) {
@@ -554,7 +559,10 @@ export class PostgresStore implements Store {
       const n = await this.#tx(async (tx) => {
         const rows = await q(
           tx.c,
-          "DELETE FROM outbox WHERE (tenant, id) IN (SELECT tenant, id FROM outbox WHERE state = 'dead' AND ($1::bigint IS NULL OR updated_at < $1) ORDER BY id LIMIT 1000) RETURNING tenant",
+          // the condition again outside: a row that changed while this waited for its lock stays
+          `DELETE FROM outbox WHERE (tenant, id) IN (
+             SELECT tenant, id FROM outbox WHERE state = 'dead' AND ($1::bigint IS NULL OR updated_at < $1) ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)
+           AND state = 'dead' RETURNING tenant`,
           [before ?? null],
         );
         for (const row of rows) countMove(tx, row.tenant as string, "dead", undefined);

@@ -6,15 +6,23 @@
  * opened again, with backoff, when it drops; meanwhile workers fall back to their idle timer.
  * @module
  */
+import { createHash } from "node:crypto";
 import pg from "pg";
 import type { PgTarget } from "./connection.js";
+
+/** How often the listening connection is checked, ms. */
+export const LISTEN_PING_MS = 30_000;
 
 /** Notifications a process sends are coalesced to one per this many ms. */
 export const NOTIFY_EVERY_MS = 20;
 
 /** The channel of a schema. */
 export function channelOf(schema: string | undefined): string {
-  return `wb_work_${schema ?? "public"}`.toLowerCase();
+  // an identifier is at most 63 bytes: a long schema name is hashed
+  return `wb_work_${createHash("sha1")
+    .update(schema ?? "public")
+    .digest("hex")
+    .slice(0, 16)}`;
 }
 
 /** Sends and receives work notifications for one store. */
@@ -66,7 +74,7 @@ export class WorkNotifier {
   async #listen(): Promise<void> {
     if (this.#connecting || this.#closed) return;
     this.#connecting = true;
-    const client = new pg.Client({ connectionString: this.#target.connectionString });
+    const client = new pg.Client({ connectionString: this.#target.connectionString, keepAlive: true });
     const retry = () => {
       if (this.#client === client) this.#client = undefined;
       client.end().catch(() => undefined);
@@ -87,8 +95,21 @@ export class WorkNotifier {
     try {
       await client.connect();
       await client.query(`LISTEN ${this.#channel}`);
+      if (this.#closed) {
+        await client.end().catch(() => undefined);
+        return;
+      }
       this.#client = client;
       this.#retryMs = 500;
+      // a connection a NAT dropped silently never says so: ask it now and then
+      const ping = setInterval(() => {
+        if (this.#client !== client) {
+          clearInterval(ping);
+          return;
+        }
+        client.query("SELECT 1").catch(() => retry());
+      }, LISTEN_PING_MS);
+      ping.unref();
       // work may have come while not listening
       for (const fn of this.#listeners) fn();
     } catch {

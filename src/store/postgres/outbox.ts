@@ -148,7 +148,7 @@ export async function claimTenant(tx: Tx, tenant: string, kinds: OutboxKind[], n
        ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
      UPDATE outbox o SET state = 'inflight', lease_until = $5, lease_owner = $6, attempts = o.attempts + 1, updated_at = $2
      FROM c WHERE o.tenant = c.tenant AND o.id = c.id
-     RETURNING o.*`,
+     RETURNING o.tenant, o.id, o.kind, o.conversation_id, o.message_seq, o.payload, o.state, o.attempts, o.next_attempt_at, o.last_error, o.errcode, o.created_at, o.updated_at`,
     [tenant, now, kinds, limit, leaseUntil, owner],
   );
   count(tx, tenant, "pending", -rows.length);
@@ -221,7 +221,8 @@ export async function reviveDead(tx: Tx, ids: number[] | "all", now: number, lim
       ? await q(
           tx.c,
           `UPDATE outbox SET state = 'pending', ready = false, attempts = 0, next_attempt_at = $1, updated_at = $1, lease_until = NULL, lease_owner = NULL
-           WHERE (tenant, id) IN (SELECT tenant, id FROM outbox WHERE state = 'dead' ORDER BY id LIMIT $2) RETURNING tenant, id, kind, conversation_id`,
+           WHERE (tenant, id) IN (SELECT tenant, id FROM outbox WHERE state = 'dead' ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) AND state = 'dead'
+           RETURNING tenant, id, kind, conversation_id`,
           [now, limit],
         )
       : await q(

@@ -60,7 +60,8 @@ export async function pruneTx(tx: Tx, c: PruneCutoffs, limit: number): Promise<P
   for (const e of await q(
     tx.c,
     `DELETE FROM outbox WHERE (tenant, id) IN (
-       SELECT tenant, id FROM outbox WHERE state IN ('done', 'refused') AND message_seq IS NULL AND updated_at < $1 ORDER BY updated_at LIMIT $2)
+       SELECT tenant, id FROM outbox WHERE state IN ('done', 'refused') AND message_seq IS NULL AND updated_at < $1 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+       AND state IN ('done', 'refused')
      RETURNING tenant, state`,
     [c.outboxBefore, limit],
   )) {
@@ -72,17 +73,22 @@ export async function pruneTx(tx: Tx, c: PruneCutoffs, limit: number): Promise<P
   out.state += (
     await q(
       tx.c,
-      "DELETE FROM shared_state WHERE (tenant, key) IN (SELECT tenant, key FROM shared_state WHERE expires_at IS NOT NULL AND expires_at < $1 ORDER BY expires_at LIMIT $2) RETURNING key",
+      // the condition again outside (and rows being written skipped): a value renewed while this
+      // waited for its lock stays
+      `DELETE FROM shared_state WHERE (tenant, key) IN (
+         SELECT tenant, key FROM shared_state WHERE expires_at IS NOT NULL AND expires_at < $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+       AND expires_at < $1 RETURNING key`,
       [c.stateBefore, limit],
     )
   ).length;
   out.state += (
-    await q(tx.c, "DELETE FROM outbound_keys WHERE (tenant, key) IN (SELECT tenant, key FROM outbound_keys WHERE expires_at < $1 ORDER BY expires_at LIMIT $2) RETURNING key", [
-      c.stateBefore,
-      limit,
-    ])
+    await q(
+      tx.c,
+      "DELETE FROM outbound_keys WHERE (tenant, key) IN (SELECT tenant, key FROM outbound_keys WHERE expires_at < $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) AND expires_at < $1 RETURNING key",
+      [c.stateBefore, limit],
+    )
   ).length;
-  await q(tx.c, "DELETE FROM outbox_lanes WHERE (tenant, kind, conversation_id) IN (SELECT tenant, kind, conversation_id FROM outbox_lanes WHERE live <= 0 LIMIT $1 FOR UPDATE SKIP LOCKED)", [
+  await q(tx.c, "DELETE FROM outbox_lanes WHERE (tenant, kind, conversation_id) IN (SELECT tenant, kind, conversation_id FROM outbox_lanes WHERE live <= 0 LIMIT $1 FOR UPDATE SKIP LOCKED) AND live <= 0", [
     limit,
   ]);
 
@@ -111,7 +117,7 @@ export async function pruneTx(tx: Tx, c: PruneCutoffs, limit: number): Promise<P
          AND (md.message_seq IS NULL OR NOT EXISTS (
            SELECT 1 FROM outbox o WHERE o.tenant = md.tenant AND o.message_seq = md.message_seq AND (o.state <> 'done' OR (o.kind = 'omni' AND o.updated_at >= $1))))
        ORDER BY md.created_at, md.tenant, md.id LIMIT $2)
-     RETURNING *`,
+     RETURNING tenant, id, message_seq, content_type, file_name, size, created_at`,
     [c.mediaBefore, limit],
   )) {
     out.media.push(mediaFromRow(r));
