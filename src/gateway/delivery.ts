@@ -63,6 +63,9 @@ export interface DeliveryPolicy {
   mediaDeadlineSec?: number;
 }
 
+/** How long after another replica's notification a worker looks for work, ms. */
+export const REMOTE_WAKE_MS = 100;
+
 /** Longest idle wait of a worker whose store notifies it of new work, ms. */
 export const IDLE_NOTIFIED_MS = 10_000;
 
@@ -163,7 +166,9 @@ export class DeliveryWorker {
     if (this.#running) return;
     this.#running = true;
     // other replicas' new work wakes this one (PostgreSQL's LISTEN/NOTIFY)
-    this.#unsubscribe = this.#o.store.subscribe?.(() => this.notify());
+    // (a little later than for its own work: the replica that queued it usually claims it first,
+    // and two replicas racing for every entry would only cost claims)
+    this.#unsubscribe = this.#o.store.subscribe?.(() => this.notify(REMOTE_WAKE_MS));
     this.#loop = this.#run();
   }
 
@@ -207,12 +212,12 @@ export class DeliveryWorker {
    * Look for work soon: new entries were stored. Under load, commits come thousands of times a
    * second; claims are coalesced to one per `wakeDelayMs`.
    */
-  notify(): void {
+  notify(delayMs: number = this.#o.wakeDelayMs ?? 10): void {
     if (this.#notifyTimer !== undefined) return;
     this.#notifyTimer = setTimeout(() => {
       this.#notifyTimer = undefined;
       this.wake();
-    }, this.#o.wakeDelayMs ?? 10);
+    }, delayMs);
   }
 
   /** Look for work now. */

@@ -9,7 +9,7 @@
 import type { UnifiedMessage } from "../../model.js";
 import type { IngestItem, IngestResult } from "../types.js";
 import { q, type Tx } from "./connection.js";
-import { insertEntries, type NewEntry } from "./outbox.js";
+import { type ConversationAdd, insertEntries, type NewEntry } from "./outbox.js";
 import { lockState, writeState } from "./state.js";
 
 /** Record items (see {@link Store.ingest}) inside a transaction. */
@@ -90,6 +90,7 @@ export async function ingestTx(tx: Tx, items: IngestItem[], cursor: { tenant: st
     }
   }
   const newMessages = withMessage;
+  let summaries: ConversationAdd[] = [];
   if (newMessages.length > 0) {
     const ms = newMessages.map((i) => ({ item: items[i] as IngestItem, m: items[i]?.message as UnifiedMessage, seq: seqOf.get(i) as number }));
     await q(
@@ -120,18 +121,13 @@ export async function ingestTx(tx: Tx, items: IngestItem[], cursor: { tenant: st
         c.seq = Math.max(c.seq, x.seq);
       }
     }
-    const cs = [...conv.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, c]) => c);
-    await q(
-      tx.c,
-      `INSERT INTO conversations (tenant, conversation_id, channel, messages, last_time, last_seq)
-       SELECT t, c, ch, n, tm, s FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS u(t, c, ch, n, tm, s, o) ORDER BY o
-       ON CONFLICT (tenant, conversation_id, channel) DO UPDATE SET messages = conversations.messages + excluded.messages,
-         last_time = greatest(conversations.last_time, excluded.last_time), last_seq = greatest(conversations.last_seq, excluded.last_seq)`,
-      [cs.map((c) => c.tenant), cs.map((c) => c.id), cs.map((c) => c.channel), cs.map((c) => c.n), cs.map((c) => c.time), cs.map((c) => c.seq)],
-    );
+    summaries = [...conv.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([, c]) => ({ tenant: c.tenant, conversationId: c.id, channel: c.channel, messages: c.n, lastTime: c.time, lastSeq: c.seq }));
   }
-  // last: the entries join their lanes (the rows every batch of a conversation locks, held to the commit)
-  await insertEntries(tx, entries, now);
+  // last, in one statement: the entries join their lanes and the summaries take the messages (the
+  // rows every batch of a conversation locks, held only to the commit)
+  await insertEntries(tx, entries, now, summaries);
   for (const i of unique) {
     const a = items[i]?.archive;
     if (a === undefined || !isNew.has(keyOf(items[i] as IngestItem))) continue;

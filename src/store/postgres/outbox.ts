@@ -31,6 +31,16 @@ const laneKey = (tenant: string, kind: string, conversationId: string) => `${ten
 
 type LaneAdd = { tenant: string; kind: string; conversationId: string; added: number };
 
+/** Messages added to a conversation summary (sorted by the caller: rows are locked in that order). */
+export interface ConversationAdd {
+  tenant: string;
+  conversationId: string;
+  channel: string;
+  messages: number;
+  lastTime: number;
+  lastSeq: number;
+}
+
 /**
  * Add `added` live entries to each lane (sorted, so that concurrent writers lock lane rows in one
  * order); returns each lane's live count before.
@@ -64,8 +74,8 @@ function sortedLanes(lanes: Map<string, LaneAdd>): LaneAdd[] {
  * of the list in a lane that had none live; the pending counts are raised with them. `ids`: ids
  * allocated beforehand (as many as entries, ascending), else allocated here. Returns the ids.
  */
-export async function insertEntries(tx: Tx, list: NewEntry[], now: number): Promise<number[]> {
-  if (list.length === 0) return [];
+export async function insertEntries(tx: Tx, list: NewEntry[], now: number, conversations: ConversationAdd[] = []): Promise<number[]> {
+  if (list.length === 0 && conversations.length === 0) return [];
   const lanes = new Map<string, LaneAdd>();
   const firstInLane = list.map(({ tenant, entry }) => {
     if (entry.conversationId === null) return true;
@@ -104,6 +114,11 @@ export async function insertEntries(tx: Tx, list: NewEntry[], now: number): Prom
        INSERT INTO outbox_counts (tenant, state, slot, n)
        SELECT t, 'pending', $16, d FROM unnest($14::text[], $15::bigint[]) AS u(t, d) ORDER BY t
        ON CONFLICT (tenant, state, slot) DO UPDATE SET n = outbox_counts.n + excluded.n)
+     , summaries AS (
+       INSERT INTO conversations (tenant, conversation_id, channel, messages, last_time, last_seq)
+       SELECT t, c, ch, n, tm, s FROM unnest($17::text[], $18::text[], $19::text[], $20::bigint[], $21::bigint[], $22::bigint[]) WITH ORDINALITY AS u(t, c, ch, n, tm, s, o) ORDER BY o
+       ON CONFLICT (tenant, conversation_id, channel) DO UPDATE SET messages = conversations.messages + excluded.messages,
+         last_time = greatest(conversations.last_time, excluded.last_time), last_seq = greatest(conversations.last_seq, excluded.last_seq))
      SELECT id FROM entries ORDER BY id`,
     [
       lane.map((l) => l.tenant),
@@ -122,6 +137,12 @@ export async function insertEntries(tx: Tx, list: NewEntry[], now: number): Prom
       tenants,
       tenants.map((t) => pending.get(t)),
       countSlot(),
+      conversations.map((c) => c.tenant),
+      conversations.map((c) => c.conversationId),
+      conversations.map((c) => c.channel),
+      conversations.map((c) => c.messages),
+      conversations.map((c) => c.lastTime),
+      conversations.map((c) => c.lastSeq),
     ],
   );
   return rows.map((r) => r.id as number);
