@@ -7,8 +7,10 @@
 import { createHash } from "node:crypto";
 import pg from "pg";
 
+import type { Row } from "../rows.js";
+
 /** A row as `pg` returns it (int8 parsed to number: ids, seqs and ms times stay below 2^53). */
-export type Row = Record<string, unknown>;
+export type { Row };
 
 /** What {@link parseStoreUrl} reads from a `postgres://` store string. */
 export interface PgTarget {

@@ -21,7 +21,7 @@ export interface NewEntry {
 
 
 /** `n` new values of a sequence, in order. */
-export async function nextIds(tx: Tx, sequence: "outbox_id_seq" | "messages_seq", n: number): Promise<number[]> {
+async function nextIds(tx: Tx, sequence: "outbox_id_seq" | "messages_seq", n: number): Promise<number[]> {
   if (n <= 0) return [];
   const [r] = await q(tx.c, `SELECT array(SELECT nextval('${sequence}') FROM generate_series(1, $1)) AS ids`, [n]);
   return ((r?.ids as (string | number)[]) ?? []).map(Number);
