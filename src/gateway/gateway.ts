@@ -164,8 +164,11 @@ export class Gateway implements CorpHost {
     // with a per-process key (its links end with the process)
     const mediaSecret = cfg.mediaSecret ?? options.mediaSecret ?? randomBytes(32).toString("hex");
     this.media = new MediaStore({ dir: cfg.mediaDir, publicUrl: cfg.publicUrl, secret: mediaSecret, ttlSec: cfg.mediaLinkTtlSec, store: this.store, now: this.#now });
-    // a networked store commits several batches at once (SQLite's are synchronous: one)
-    this.ingestor = new Ingestor(this.store, 256, this.#now, this.store.engine === "postgres" ? 4 : 1);
+    // one batch committing at a time, on both engines: the items arriving meanwhile make the next
+    // batch larger. On PostgreSQL several batches at once gained nothing with one replica and cost
+    // a fifth of the throughput with two (smaller batches waiting on each other's lane and summary
+    // rows): see the README's PostgreSQL benchmark
+    this.ingestor = new Ingestor(this.store, 256, this.#now);
     this.ingestor.onCommit = (items, results) => {
       let stored = 0;
       results.forEach((r, i) => {

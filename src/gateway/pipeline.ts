@@ -58,8 +58,9 @@ function conversationOf(item: IngestItem): string | undefined {
 
 /**
  * Group commit over {@link Store.ingest}: the items submitted during one event-loop turn (and while
- * the previous batches commit) share a transaction. With `maxInFlight` > 1 (a networked store),
- * that many batches commit at once.
+ * the previous batches commit) share a transaction. With `maxInFlight` > 1 (for a store far
+ * enough away that its round trips, not its work, bound a commit), that many batches commit at
+ * once; the gateway uses one (see the README's PostgreSQL benchmark).
  */
 export class Ingestor {
   readonly #store: Store;
