@@ -68,11 +68,36 @@ export const DEFAULT_BOT_TIMEOUT_TEXT = "人工客服正在处理，稍后回复
 
 const addressOrCidr = z.string().refine(isAddressOrCidr, { message: "must be an IPv4/IPv6 address or CIDR" });
 
+/** Default of `wecom.bots[].wsUrl`: WeCom's long-connection endpoint. */
+export const DEFAULT_BOT_WS_URL = "wss://openws.work.weixin.qq.com";
+
 const botSchema = z.strictObject({
   name,
   botId: z.string().min(1),
-  token: z.string().min(1),
-  encodingAESKey: aesKey,
+  /**
+   * `webhook` (WeCom POSTs callbacks to `/wecom/bot/{name}`; needs `token` and `encodingAESKey`) or
+   * `websocket` (the gateway opens WeCom's long connection; needs `secret`).
+   */
+  mode: z.enum(["webhook", "websocket"]).default("webhook"),
+  /** The callback Token (webhook mode). */
+  token: z.string().min(1).optional(),
+  /** The callback EncodingAESKey (webhook mode); also the key of the bot's media in that mode. */
+  encodingAESKey: aesKey.optional(),
+  /** The long-connection Secret (websocket mode). */
+  secret: z.string().min(1).optional(),
+  /** WeCom's long-connection endpoint (websocket mode). */
+  wsUrl: z
+    .string()
+    .url()
+    .refine((u) => /^wss?:\/\//.test(u), { message: "must be a ws:// or wss:// URL" })
+    .default(DEFAULT_BOT_WS_URL),
+  /**
+   * After another connection took the bot over (`disconnected_event`), wait this long before
+   * connecting again, seconds: two deployments sharing one bot would otherwise kick each other.
+   */
+  kickedQuietSec: z.number().int().min(1).max(3600).default(60),
+  /** Answered to a user's `enter_chat` (websocket mode: within WeCom's 5 s); none when absent. */
+  welcomeText: z.string().min(1).max(2000).optional(),
   /** What the stream shows until an agent answers; "" (the old default) means the default: an empty bubble is a defect. */
   placeholder: z
     .string()
@@ -85,6 +110,14 @@ const botSchema = z.strictObject({
   streamMaxSec: z.number().int().min(5).max(350).default(330),
   /** What a stream finishes with when no agent answered in time. */
   timeoutText: z.string().min(1).max(2000).default(DEFAULT_BOT_TIMEOUT_TEXT),
+}).superRefine((b, ctx) => {
+  const need = (key: "token" | "encodingAESKey" | "secret") => {
+    if (b[key] === undefined) ctx.addIssue({ code: "custom", path: [key], message: `required when mode is ${b.mode}` });
+  };
+  if (b.mode === "webhook") {
+    need("token");
+    need("encodingAESKey");
+  } else need("secret");
 });
 
 const retentionDays = z.number().positive();
@@ -336,6 +369,7 @@ export function applyEnvOverrides(raw: unknown, env: NodeJS.ProcessEnv): unknown
     const p = `WECOM_BRIDGE_BOT_${envName(bot.name)}_`;
     set(bot, "token", env[`${p}TOKEN`]);
     set(bot, "encodingAESKey", env[`${p}AES_KEY`]);
+    set(bot, "secret", env[`${p}SECRET`]);
   }
   // with wecom.corps, each corp has its own archive secret: the single one has no corp to go to
   if (env.WECOM_BRIDGE_ARCHIVE_SECRET && wecom.corps === undefined) cfg.archive = { ...(isObj(cfg.archive) ? cfg.archive : {}), secret: env.WECOM_BRIDGE_ARCHIVE_SECRET };

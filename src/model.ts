@@ -51,6 +51,11 @@ export interface MediaRef {
   url?: string;
   /** True when `url` serves bytes encrypted with the bot's EncodingAESKey (AI bots). */
   encrypted?: boolean;
+  /**
+   * The file's own key (base64 of 32 bytes) when an AI bot in long-connection mode sent it: `url`
+   * serves bytes encrypted with this key instead of the EncodingAESKey. Never sent to the 全媒体.
+   */
+  aesKey?: string;
   /** Session-archive sdkfileid (fetch with the archive SDK). */
   sdkFileId?: string;
   /** MD5 of the file, when given. */

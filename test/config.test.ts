@@ -111,6 +111,31 @@ describe("config", () => {
     expect(problems(raw)).toEqual(expect.arrayContaining([expect.stringMatching(/^wecom\.apps\[0\]\.secret: /), expect.stringMatching(/^omni\.secret: /)]));
   });
 
+  it("wecom.bots[].mode: webhook by default (token and encodingAESKey); websocket needs a secret, not the callback keys", () => {
+    const c = parseConfig(exampleConfig());
+    expect(c.wecom.bots[0]).toMatchObject({ mode: "webhook", wsUrl: "wss://openws.work.weixin.qq.com", kickedQuietSec: 60 });
+    expect(c.wecom.bots[0]?.welcomeText).toBeUndefined();
+    const ws = exampleConfig();
+    ws.wecom.bots = [{ name: "live", botId: "aibLIVE", mode: "websocket", secret: "s3cret", welcomeText: "您好", kickedQuietSec: 5 }];
+    expect(parseConfig(ws).wecom.bots[0]).toMatchObject({ mode: "websocket", secret: "s3cret", welcomeText: "您好", kickedQuietSec: 5 });
+    // the secret may come from the environment, like the other secrets
+    delete ws.wecom.bots[0].secret;
+    expect(problems(ws)).toEqual([expect.stringMatching(/^wecom\.bots\[0\]\.secret: required when mode is websocket/)]);
+    expect(parseConfig(ws, { WECOM_BRIDGE_BOT_LIVE_SECRET: "from-env" }).wecom.bots[0]?.secret).toBe("from-env");
+    const hook = exampleConfig();
+    delete hook.wecom.bots[0].token;
+    delete hook.wecom.bots[0].encodingAESKey;
+    expect(problems(hook)).toEqual([
+      expect.stringMatching(/^wecom\.bots\[0\]\.token: required when mode is webhook/),
+      expect.stringMatching(/^wecom\.bots\[0\]\.encodingAESKey: required when mode is webhook/),
+    ]);
+    const bad = exampleConfig();
+    bad.wecom.bots = [{ name: "live", botId: "aibLIVE", mode: "websocket", secret: "s", wsUrl: "https://openws.work.weixin.qq.com", kickedQuietSec: 0 }];
+    expect(problems(bad)).toEqual(expect.arrayContaining([expect.stringMatching(/^wecom\.bots\[0\]\.wsUrl: must be a ws:\/\/ or wss:\/\/ URL/), expect.stringMatching(/^wecom\.bots\[0\]\.kickedQuietSec: /)]));
+    bad.wecom.bots[0].mode = "longpoll";
+    expect(problems(bad)).toEqual(expect.arrayContaining([expect.stringMatching(/^wecom\.bots\[0\]\.mode: /)]));
+  });
+
   it("delivery.leaseSec: 30 by default, 5 to 3600 seconds", () => {
     expect(parseConfig({ ...exampleConfig(), delivery: { leaseSec: 90 } }).delivery.leaseSec).toBe(90);
     expect(problems({ ...exampleConfig(), delivery: { leaseSec: 2 } })).toEqual([expect.stringMatching(/^delivery\.leaseSec: /)]);

@@ -12,7 +12,7 @@ describe("sandbox", () => {
     const sandbox = await runSandbox({ write: (l) => (out += l), port: await freePort() });
     try {
       const { delivered, answered } = await sandbox.script();
-      expect(delivered).toBe(8);
+      expect(delivered).toBe(9);
       expect(answered).toBe(2);
       const customers = sandbox.omni.received.slice(0, delivered);
       const channels = customers.map((r) => r.body.FromUserId.split(":")[0]);
@@ -21,7 +21,10 @@ describe("sandbox", () => {
       expect(new Set(ids).size).toBe(ids.length);
       expect(out).toContain("全媒体 <=");
       expect(out).toContain("stored     kf");
-      expect(out).toContain("8 messages crossed the bridge, each once.");
+      expect(out).toContain("9 messages crossed the bridge, each once.");
+      // the bot in long-connection mode: the answer pushed in its stream, the late one sent on its own
+      expect(out).toContain('aibot_respond_msg finish=true "您的快递已到驿站，"');
+      expect(out).toMatch(/aibot_send_msg +sunqi +"取件码 3-2-1008"/);
       const image = sandbox.omni.received.find((r) => r.body.MsgType === "image");
       const res = await fetch(image?.body.Content as string);
       expect(res.status).toBe(200);

@@ -8,6 +8,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Config, parseConfig } from "../src/config.js";
+import type { BotWsTiming } from "../src/gateway/bot-ws.js";
 import { type RunningGateway, runGateway } from "../src/gateway/index.js";
 import { type Logger, silentLogger } from "../src/log.js";
 import { OmniSimulator } from "../src/sim/omni.js";
@@ -21,6 +22,8 @@ export const APP_AES = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
 export const BOT_AES = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
 export const ADMIN = "admin-token-0123456789";
 export const ARCHIVE_SECRET = "archive-secret-0123456";
+/** The long-connection Secret of the simulator's bot "live" (botId aibLIVE). */
+export const LIVE_SECRET = "live-bot-secret-0123";
 
 /** A free loopback port. */
 export function freePort(): Promise<number> {
@@ -56,6 +59,8 @@ export interface StackOptions {
   log?: Logger;
   /** The gateway's clock (default: Date.now). */
   now?: () => number;
+  /** Timers of long-connection bots. */
+  botWs?: BotWsTiming;
 }
 
 /**
@@ -105,7 +110,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const wecom = await WeComSimulator.start({
     corpId: CORP,
     apps: [{ name: "support", agentId: AGENT, secret: "app-secret", token: "apptoken", encodingAESKey: APP_AES, kf: true }],
-    bots: [{ name: "helper", botId: "aibHELPER", token: "bottoken", encodingAESKey: BOT_AES }],
+    // "live" is a bot in long-connection mode (tests add it to the gateway's config when they use it)
+    bots: [
+      { name: "helper", botId: "aibHELPER", token: "bottoken", encodingAESKey: BOT_AES },
+      { name: "live", botId: "aibLIVE", token: "livetoken", encodingAESKey: BOT_AES, secret: LIVE_SECRET },
+    ],
     callbackTimeoutMs: 1000,
     retryIntervalMs: 50,
   });
@@ -118,7 +127,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   wecom.setCallbackUrl("app", "support", `${url}/wecom/app/support`);
   wecom.setCallbackUrl("bot", "helper", `${url}/wecom/bot/helper`);
   omni.setAppUrl(url, "/qmtapi");
-  const gatewayOptions = { log: options.log ?? silentLogger, ...(options.now ? { now: options.now } : {}) };
+  const gatewayOptions = { log: options.log ?? silentLogger, ...(options.now ? { now: options.now } : {}), ...(options.botWs ? { botWs: options.botWs } : {}) };
   const stack: Stack = {
     wecom,
     omni,

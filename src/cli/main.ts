@@ -186,7 +186,10 @@ async function simCommand(args: string[], io: CliIo): Promise<void> {
     corpId: SANDBOX.corpId,
     port: Number(values["wecom-port"] ?? 0),
     apps: [{ name: "support", agentId: SANDBOX.agentId, secret: SANDBOX.appSecret, token: SANDBOX.appToken, encodingAESKey: SANDBOX.appAESKey, kf: true }],
-    bots: [{ name: "helper", botId: SANDBOX.botId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey }],
+    bots: [
+      { name: "helper", botId: SANDBOX.botId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey },
+      { name: "live", botId: SANDBOX.liveBotId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey, secret: SANDBOX.liveBotSecret },
+    ],
     timers: "realtime", // poll bot streams, report refused KF deliveries on the real clock
     log,
   });
@@ -197,6 +200,7 @@ async function simCommand(args: string[], io: CliIo): Promise<void> {
     wecom.setCallbackUrl("bot", "helper", `${values["app-url"]}/wecom/bot/helper`);
   }
   io.stdout(`WeCom simulator   ${wecom.url}   (corpId ${SANDBOX.corpId}, app "support" ${SANDBOX.agentId}, bot "helper" ${SANDBOX.botId}, KF ${SANDBOX.openKfId})\n`);
+  io.stdout(`WeCom long conn.  ${wecom.botWsUrl}   (bot "live" ${SANDBOX.liveBotId}, secret ${SANDBOX.liveBotSecret}: wecom.bots[].mode "websocket", wsUrl)\n`);
   io.stdout(`全媒体 simulator   ${omni.url}   (appId ${SANDBOX.omniAppId})\n`);
   io.stdout("Point a gateway config at them: wecom.apiBase and omni.baseUrl. Ctrl-C stops.\n");
   await untilSignal();

@@ -38,6 +38,8 @@ export interface CorpHost {
   notifyOutbound(): void;
   /** Count a WeCom answer of a call made outside the WeCom client (a bot's response_url). */
   onWeComResult(api: string, errcode: number): void;
+  /** A long-connection bot has something to push: wake its pusher when this process holds it. */
+  onBotWsWork(botId: string): void;
 }
 
 /** The outbound kinds, each with its sender. */
@@ -122,6 +124,11 @@ export class CorpContext implements OmniEndpointContext, OutboundContext {
   /** Count a WeCom answer of a call made outside the WeCom client (a bot's response_url). */
   onWeComResult(api: string, errcode: number): void {
     this.#host.onWeComResult(api, errcode);
+  }
+
+  /** A long-connection bot has something to push (see {@link CorpHost.onBotWsWork}). */
+  onBotWsWork(botId: string): void {
+    this.#host.onBotWsWork(botId);
   }
 
   /** Credentials of this corp's app with this agentId, or of its KF app (`"kf"`). */

@@ -463,8 +463,9 @@ export class DeliveryWorker {
       if (!creds) throw new BridgeError("config_missing", `app ${src.app} is no longer configured`);
       await this.#o.wecom.getMedia(creds, job.ref.mediaId, limits, (d) => save(d, d.body));
     } else if (src.kind === "bot" && job.ref.url) {
-      const key = this.#o.botKey(src.bot);
-      if (!key) throw new BridgeError("config_missing", `bot ${src.bot} is no longer configured`);
+      // a long-connection file has its own key; a webhook bot's files use its EncodingAESKey
+      const key = job.ref.aesKey !== undefined ? job.ref.aesKey.replace(/=+$/, "") : this.#o.botKey(src.bot);
+      if (!key) throw new BridgeError("config_missing", `bot ${src.bot} is no longer configured (or has no encodingAESKey)`);
       const url = job.ref.url;
       await this.#o.wecom.download(url, limits, (d) => save(d, job.ref.encrypted ? decryptBotMediaStream(key, d.body) : d.body));
     } else {

@@ -20,6 +20,7 @@ import { BridgeError } from "../errors.js";
 import { createLogger, type Logger } from "../log.js";
 import type { Channel, UnifiedMessage } from "../model.js";
 import { Leases } from "../store/leases.js";
+import { type BotWsStatus, type BotWsTiming, BotWsConnector } from "./bot-ws.js";
 import type { OutboxEntry, Store } from "../store/types.js";
 import type { ConversationAddress } from "../wecom/address.js";
 import { WeComCrypto } from "../wecom/crypto.js";
@@ -61,6 +62,8 @@ export interface GatewayOptions {
   onStored?: (message: UnifiedMessage) => void;
   /** Key of media links when `config.mediaSecret` is unset (runGateway keeps one in the store). */
   mediaSecret?: string;
+  /** Timers of long-connection bots (tests; the defaults are WeCom's). */
+  botWs?: BotWsTiming;
 }
 
 /** The gateway. */
@@ -87,6 +90,8 @@ export class Gateway implements CorpHost {
   readonly #byBotId = new Map<string, CorpContext>();
   readonly #apps = new Map<string, { endpoint: AppEndpoint; corp: CorpContext }>();
   readonly #bots = new Map<string, { endpoint: BotEndpoint; corp: CorpContext }>();
+  /** Long-connection bots by botId (websocket mode): no callback path. */
+  readonly #botWs = new Map<string, BotWsConnector>();
   /** The corps that take archive pushes, in the configuration's order. */
   readonly #archiveTargets: ArchiveTarget[];
   /** The staffService paths, each with the credentials that may sign its requests. */
@@ -144,7 +149,8 @@ export class Gateway implements CorpHost {
         this.#apps.set(app.name, { corp: ctx, endpoint: { cfg: app, crypto: new WeComCrypto({ token: app.token, encodingAESKey: app.encodingAESKey, receiveId: corp.corpId, ...window }) } });
       }
       for (const bot of corp.bots) {
-        this.#bots.set(bot.name, { corp: ctx, endpoint: { cfg: bot, crypto: new WeComCrypto({ token: bot.token, encodingAESKey: bot.encodingAESKey, receiveId: "", ...window }) } });
+        if (bot.mode === "websocket") this.#botWs.set(bot.botId, new BotWsConnector({ ctx, bot, leases: this.leases, onResult: (api, errcode) => this.onWeComResult(api, errcode), ...(options.botWs ? { timing: options.botWs } : {}) }));
+        else this.#bots.set(bot.name, { corp: ctx, endpoint: { cfg: bot, crypto: new WeComCrypto({ token: bot.token ?? "", encodingAESKey: bot.encodingAESKey ?? "", receiveId: "", ...window }) } });
         if (!this.#byBotId.has(bot.botId)) this.#byBotId.set(bot.botId, ctx);
       }
       // the corps that share a 全媒体 credential are one candidate (config validation made their checks agree)
@@ -201,6 +207,7 @@ export class Gateway implements CorpHost {
       now: this.#now,
     });
     for (const corp of corps) corp.puller = this.#kfPuller(corp);
+    if (this.#botWs.size > 0) this.metrics.botWs(() => this.botWsStatus());
     this.retention = new Retention({
       config: cfg,
       store: this.store,
@@ -275,6 +282,7 @@ export class Gateway implements CorpHost {
     this.retention.start();
     // catch up on KF messages that arrived while the gateway was down, then poll
     for (const corp of this.corps) void corp.puller?.start();
+    for (const c of this.#botWs.values()) c.start();
   }
 
   /**
@@ -285,6 +293,7 @@ export class Gateway implements CorpHost {
    */
   async stop(): Promise<void> {
     await this.retention.stop();
+    await Promise.all([...this.#botWs.values()].map((c) => c.stop()));
     await Promise.all(this.corps.map((c) => c.puller?.stop()));
     await this.ingestor.drain();
     await this.delivery.stop(STOP_GRACE_MS);
@@ -312,6 +321,16 @@ export class Gateway implements CorpHost {
     this.delivery.notify();
   }
 
+  /** A long-connection bot has something to push: its pusher runs now when this process holds it. */
+  onBotWsWork(botId: string): void {
+    this.#botWs.get(botId)?.wake();
+  }
+
+  /** The long-connection bots as this replica sees them (`/readyz` details, `/metrics`). */
+  botWsStatus(): BotWsStatus[] {
+    return [...this.#botWs.values()].map((c) => c.status());
+  }
+
   /** The gateway's clock (ms). */
   now(): number {
     return this.#now();
@@ -333,13 +352,20 @@ export class Gateway implements CorpHost {
       }
       if (first === "wecom" && second === "bot" && parts.length === 3) {
         const bot = this.#bots.get(third as string);
+        if (bot === undefined && [...this.#botWs.values()].some((c) => c.status().bot === third)) {
+          return json(404, { errcode: "websocket_bot", errmsg: "this bot runs in websocket mode (wecom.bots[].mode): WeCom sends its messages over the long connection, not to a callback URL" });
+        }
         return await botCallback(bot?.corp ?? this.#anyCorp, third as string, bot?.endpoint, req);
       }
       if (req.path === "/archive/push") return await archivePush(this, this.#archiveTargets, req, { recordTenant: isManyCorps(this.config) ? "corp" : "record" });
       const omni = this.#omniRoutes.get(req.path);
       if (omni !== undefined) return await omniMessage(this, omni, req);
       if (req.path === "/healthz") return json(200, { status: "ok" });
-      if (req.path === "/readyz") return (await this.store.ping()) ? json(200, { status: "ready", store: this.store.engine }) : json(503, { status: "store unreachable" });
+      if (req.path === "/readyz") {
+        // the bots' connections are details: only one replica holds each, so they never decide readiness
+        const bots = this.#botWs.size > 0 ? { bots: this.botWsStatus() } : {};
+        return (await this.store.ping()) ? json(200, { status: "ready", store: this.store.engine, ...bots }) : json(503, { status: "store unreachable", ...bots });
+      }
       if (req.path === "/metrics") return { status: 200, headers: { "content-type": this.metrics.registry.contentType }, body: await this.metrics.registry.metrics() };
       if (first === "media" && parts.length === 3) return await this.media.serve(second as string, third as string, req.query.get("e"), req.query.get("s"));
       if (first === "admin") return await adminApi(this.store, this.config.adminToken, parts.slice(1), { method: req.method, query: req.query, authorization: header(req, "authorization") });

@@ -10,6 +10,7 @@ import type { Logger } from "../log.js";
 import type { UnifiedMessage } from "../model.js";
 import { openStore } from "../store/index.js";
 import type { Store } from "../store/types.js";
+import type { BotWsTiming } from "./bot-ws.js";
 import { Gateway } from "./gateway.js";
 
 export { Gateway, type GatewayRequest, type GatewayResponse } from "./gateway.js";
@@ -51,6 +52,8 @@ export interface RunGatewayOptions {
   store?: Store;
   onStored?: (message: UnifiedMessage) => void;
   now?: () => number;
+  /** Timers of long-connection bots (tests; the defaults are WeCom's). */
+  botWs?: BotWsTiming;
 }
 
 /** Start a gateway from a validated configuration. */
@@ -65,6 +68,7 @@ export async function runGateway(config: Config, options: RunGatewayOptions = {}
     ...(options.log ? { log: options.log } : {}),
     ...(options.onStored ? { onStored: options.onStored } : {}),
     ...(options.now ? { now: options.now } : {}),
+    ...(options.botWs ? { botWs: options.botWs } : {}),
   });
   const http = await startHttpServer(gateway, {
     host: config.listen.host,

@@ -47,6 +47,9 @@ export const OUTBOX_STATES: readonly OutboxState[] = ["pending", "inflight", "do
 /** Values of the `api` label: the WeCom APIs the gateway calls (paths under `/cgi-bin/`, and `bot/media`). */
 export const WECOM_APIS = [
   "gettoken",
+  "aibot_respond_msg",
+  "aibot_respond_welcome_msg",
+  "aibot_send_msg",
   "kf/sync_msg",
   "media/get",
   "bot/media",
@@ -295,5 +298,29 @@ export class Metrics {
         for (const state of OUTBOX_STATES) set({ state }, counts[state] ?? 0);
       },
     });
+  }
+
+  /**
+   * Report the long-connection bots on each scrape: `wecom_bridge_bot_ws_connected{bot}` (1 when
+   * this replica holds the bot and its connection is open), `wecom_bridge_bot_ws_holder{bot}`,
+   * `wecom_bridge_bot_ws_reconnects{bot}` and `wecom_bridge_bot_ws_kicks{bot}` (times another
+   * connection took the bot over: two deployments may share it). The bot label is a configured
+   * name: bounded.
+   */
+  botWs(status: () => { bot: string; holder: boolean; state: string; reconnects: number; kicks: number }[]): void {
+    const gauge = (name: string, help: string, value: (s: ReturnType<typeof status>[number]) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["bot"],
+        registers: [this.registry],
+        collect() {
+          for (const s of status()) this.set({ bot: s.bot }, value(s));
+        },
+      });
+    gauge("wecom_bridge_bot_ws_connected", "1 when this replica holds the AI bot's long connection and it is open", (s) => (s.state === "open" ? 1 : 0));
+    gauge("wecom_bridge_bot_ws_holder", "1 when this replica holds the AI bot's lease (only one replica connects)", (s) => (s.holder ? 1 : 0));
+    gauge("wecom_bridge_bot_ws_reconnects", "Reconnects of the AI bot's long connection on this replica", (s) => s.reconnects);
+    gauge("wecom_bridge_bot_ws_kicks", "Times another connection took the AI bot over (disconnected_event) on this replica", (s) => s.kicks);
   }
 }

@@ -38,6 +38,12 @@ export type MediaResolution = { url: string; file?: MediaFileInfo } | { unavaila
  */
 export type MediaUrlResolver = (index: number) => string | MediaResolution | undefined;
 
+/** A media reference without a long-connection bot's file key. */
+function withoutKey(ref: MediaRef): MediaRef {
+  const { aesKey: _, ...rest } = ref;
+  return rest;
+}
+
 /** Every media reference of a content, in a stable order (mixed items included). */
 export function mediaRefs(content: Content): MediaRef[] {
   switch (content.type) {
@@ -87,12 +93,14 @@ function mapContent(content: Content, url: MediaUrlResolver, base: number): Mapp
     case "voice": {
       const given = mediaRefs(content).length > 0 ? url(base) : undefined;
       const r: MediaResolution | undefined = typeof given === "string" ? { url: given } : given;
+      // a long-connection bot's file key is the gateway's to use, not the 全媒体's
+      const shown = content.media?.aesKey === undefined ? content : { ...content, media: withoutKey(content.media) };
       if (r === undefined || "unavailable" in r) {
         if (content.type === "voice" && content.transcript !== undefined) return { MsgType: "text", Content: content.transcript, data: { voice: true } };
         const why = r?.unavailable;
-        return { MsgType: "text", Content: unavailableText(MEDIA_LABEL[content.type], why), data: why ? { ...content, unavailable: why } : content };
+        return { MsgType: "text", Content: unavailableText(MEDIA_LABEL[content.type], why), data: why ? { ...shown, unavailable: why } : shown };
       }
-      return { MsgType: content.type === "emotion" ? "image" : content.type, Content: r.url, data: r.file ? { ...content, file: r.file } : content };
+      return { MsgType: content.type === "emotion" ? "image" : content.type, Content: r.url, data: r.file ? { ...shown, file: r.file } : shown };
     }
     case "location":
       return {

@@ -24,6 +24,9 @@ export const SANDBOX = {
   botId: "aibSANDBOX",
   botToken: "sandboxbottoken",
   botAESKey: "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR",
+  /** The bot in long-connection mode (websocket): its botId and Secret. */
+  liveBotId: "aibSANDBOXLIVE",
+  liveBotSecret: "sandbox-live-bot-secret",
   openKfId: "wkSANDBOXKF0000000000000000001",
   omniAppId: "1001",
   omniSecret: "sandbox-omni-secret",
@@ -84,7 +87,10 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
   const wecom = await WeComSimulator.start({
     corpId: SANDBOX.corpId,
     apps: [{ name: "support", agentId: SANDBOX.agentId, secret: SANDBOX.appSecret, token: SANDBOX.appToken, encodingAESKey: SANDBOX.appAESKey, kf: true }],
-    bots: [{ name: "helper", botId: SANDBOX.botId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey }],
+    bots: [
+      { name: "helper", botId: SANDBOX.botId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey },
+      { name: "live", botId: SANDBOX.liveBotId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey, secret: SANDBOX.liveBotSecret },
+    ],
     callbackTimeoutMs: 2000,
     retryIntervalMs: 200,
     timers: "realtime", // WeCom polls bot streams and reports refused KF deliveries by itself
@@ -101,7 +107,11 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
       apiBase: wecom.url,
       corpId: SANDBOX.corpId,
       apps: [{ name: "support", agentId: SANDBOX.agentId, secret: SANDBOX.appSecret, token: SANDBOX.appToken, encodingAESKey: SANDBOX.appAESKey, kf: true }],
-      bots: [{ name: "helper", botId: SANDBOX.botId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey, placeholder: "正在为您转接人工客服…" }],
+      bots: [
+        { name: "helper", botId: SANDBOX.botId, token: SANDBOX.botToken, encodingAESKey: SANDBOX.botAESKey, placeholder: "正在为您转接人工客服…" },
+        // the same kind of bot over WeCom's long connection: no callback URL, the gateway connects
+        { name: "live", botId: SANDBOX.liveBotId, mode: "websocket", secret: SANDBOX.liveBotSecret, wsUrl: wecom.botWsUrl, welcomeText: "您好，我是智能客服" },
+      ],
     },
     archive: { secret: SANDBOX.archiveSecret },
     omni: { baseUrl: omni.url, appId: SANDBOX.omniAppId, secret: SANDBOX.omniSecret },
@@ -113,6 +123,11 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
   wecom.setCallbackUrl("app", "support", `${gateway.url}/wecom/app/support`);
   wecom.setCallbackUrl("bot", "helper", `${gateway.url}/wecom/bot/helper`);
   omni.setAppUrl(gateway.url);
+  // the long-connection bot subscribes as the gateway starts
+  for (const end = Date.now() + 10_000; !wecom.botWsConnections("live").some((c) => c.subscribed); ) {
+    if (Date.now() > end) throw new Error("sandbox: the gateway did not open the bot's long connection");
+    await new Promise((r) => setTimeout(r, 25));
+  }
 
   let shown = 0;
   const watcher = setInterval(() => {
@@ -183,6 +198,12 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
       expected++;
       await wait();
 
+      step("4b. A member asks a bot in long-connection mode (no callback URL: the gateway holds WeCom's WebSocket)");
+      const live = wecom.botUserSendsWs("live", { userid: "sunqi", msgtype: "text", text: "帮我查一下快递" });
+      w(`  WeCom =>   ws bot  sunqi          "帮我查一下快递" (aibot_msg_callback, req_id ${live.reqId})\n`);
+      expected++;
+      await wait();
+
       step("5. The session archive pushes a record");
       const record = {
         msgid: `sandbox_${Date.now()}_external`,
@@ -246,6 +267,16 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
       const stream = () => wecom.botStreams({ botId: SANDBOX.botId }).at(-1);
       await until(() => stream()?.status === "finished", "the bot stream to finish");
       for (const f of stream()?.frames ?? []) if (f.finish || f.source === "reply") w(`  WeCom <=   stream ${f.source.padEnd(6)} finish=${f.finish} ${JSON.stringify(f.content)}\n`);
+
+      step("8b. The long-connection bot's answer is pushed as aibot_respond_msg frames; a later one goes with aibot_send_msg");
+      const liveTo = address(`bot:${SANDBOX.liveBotId}:`);
+      await agent(liveTo, "您的快递已到驿站，", { finish: true });
+      const liveStream = () => wecom.botWsStreams("live").at(-1);
+      await until(() => liveStream()?.status === "finished", "the long-connection stream to finish");
+      for (const f of liveStream()?.frames ?? []) w(`  WeCom <=   aibot_respond_msg finish=${f.finish} ${JSON.stringify(f.content)}\n`);
+      await agent(liveTo, "取件码 3-2-1008");
+      await until(() => wecom.botWsSends("live").some((x) => x.errcode === 0), "the aibot_send_msg");
+      for (const x of wecom.botWsSends("live")) w(`  WeCom <=   aibot_send_msg   ${x.chatid.padEnd(16)} ${JSON.stringify((x.body.markdown as { content?: string } | undefined)?.content ?? x.msgtype)}\n`);
 
       step("9. WeCom's rules: a customer whose session a WeCom servicer took cannot be answered by the API");
       await wecom.kfCustomerSends(SANDBOX.openKfId, "wmCUSTOMER0003", { msgtype: "text", text: { content: "我要退款" } });

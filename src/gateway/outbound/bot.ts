@@ -74,6 +74,24 @@ export interface BotItem {
   entryId: number;
   /** The rest of a text whose beginning went elsewhere (a full stream). */
   cont?: boolean;
+  /** The agent's ServiceId and message ref (long-connection mode: a later refusal names them). */
+  serviceId?: string;
+  ref?: string;
+}
+
+/**
+ * A stream opened over the long connection (websocket mode): the callback's req_id it answers
+ * with, the connection that req_id belongs to, and what the user has been shown.
+ */
+export interface BotStreamWs {
+  /** The req_id of the user's message callback (the newest, when WeCom repeated it). */
+  reqId: string;
+  /** The connection it came on (`{process}:{generation}`): the req_id dies with it. */
+  conn: string;
+  /** The last frame WeCom acknowledged. */
+  sent?: { content: string; finish: boolean };
+  /** Nothing more goes into this stream (finished and shown, or it could not be updated). */
+  done?: boolean;
 }
 
 /** Why a stream finished. */
@@ -104,6 +122,8 @@ export interface BotStreamState {
   final?: string;
   finishedAt?: number;
   finishReason?: BotFinishReason;
+  /** Websocket mode: how the stream is pushed. */
+  ws?: BotStreamWs;
 }
 
 /** A bot conversation's row. */
@@ -117,6 +137,8 @@ export interface BotConversationState {
   pendingPost?: { entryId: number; streamId: string; items: BotItem[] };
   /** Recently placed outbox entries (a retry after a crash is not placed again). */
   applied: number[];
+  /** Websocket mode: messages handed to `aibot_send_msg` and not yet acknowledged (sent again after a crash). */
+  sending?: { id: string; items: BotItem[] };
 }
 
 /** A user's message that opens a stream. */
@@ -129,6 +151,8 @@ export interface BotStreamOpen {
   address: string;
   /** The message's response_url, when it had one. */
   responseUrl?: string;
+  /** Websocket mode: the callback's req_id and connection. */
+  ws?: { reqId: string; conn: string };
 }
 
 /** The shared-state key of a bot conversation. */
@@ -145,18 +169,21 @@ function isJsonObject(v: unknown): v is JsonObject {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-function asConversation(v: unknown): BotConversationState | undefined {
+/** A stored conversation row, or undefined when it is not one. */
+export function asConversation(v: unknown): BotConversationState | undefined {
   if (!isJsonObject(v) || v.v !== 1 || !Array.isArray(v.streams) || !Array.isArray(v.waiting)) return undefined;
   const st = v as unknown as BotConversationState;
   if (!Array.isArray(st.applied)) st.applied = [];
   return st;
 }
 
-function emptyConversation(): BotConversationState {
+/** A conversation without streams or waiting messages. */
+export function emptyConversation(): BotConversationState {
   return { v: 1, streams: [], waiting: [], applied: [] };
 }
 
-function written(st: BotConversationState, now: number): StateWrite {
+/** The write of a conversation row (it lives {@link BOT_CONVERSATION_TTL_MS} after its last change). */
+export function written(st: BotConversationState, now: number): StateWrite {
   return { value: st, expiresAt: now + BOT_CONVERSATION_TTL_MS };
 }
 
@@ -168,7 +195,7 @@ function joinedBytes(parts: string[]): number {
 }
 
 /** Finish a stream now: its content is frozen (timeoutText when no agent text came). */
-function finishStream(s: BotStreamState, reason: BotFinishReason, now: number, cfg: BotStreamSettings): void {
+export function finishStream(s: BotStreamState, reason: BotFinishReason, now: number, cfg: BotStreamSettings): void {
   if (s.final !== undefined) return;
   s.final = s.parts.length > 0 ? s.parts.join(BOT_PART_SEPARATOR) : cfg.timeoutText;
   s.parts = [];
@@ -177,7 +204,7 @@ function finishStream(s: BotStreamState, reason: BotFinishReason, now: number, c
 }
 
 /** Finish a stream whose time is up (newer stream, streamMaxSec, streamIdleSec); true when it is finished. */
-function closeIfDue(s: BotStreamState, now: number, cfg: BotStreamSettings): boolean {
+export function closeIfDue(s: BotStreamState, now: number, cfg: BotStreamSettings): boolean {
   if (s.final !== undefined) return true;
   let reason: BotFinishReason | undefined;
   if (s.superseded) reason = "superseded";
@@ -186,6 +213,11 @@ function closeIfDue(s: BotStreamState, now: number, cfg: BotStreamSettings): boo
   if (reason === undefined) return false;
   finishStream(s, reason, now, cfg);
   return true;
+}
+
+/** Who an item came from (long-connection mode), carried by its pieces. */
+function origin(i: BotItem): Pick<BotItem, "ref" | "serviceId"> {
+  return { ...(i.ref !== undefined ? { ref: i.ref } : {}), ...(i.serviceId !== undefined ? { serviceId: i.serviceId } : {}) };
 }
 
 /** The first piece of `text` that fits `room` bytes (grapheme boundaries), or "" when too little room. */
@@ -210,7 +242,7 @@ function pour(s: BotStreamState, items: BotItem[], now: number, cfg: BotStreamSe
       if (s.card === undefined) {
         s.card = item.card;
         s.cardSent = false;
-      } else rest.push({ text: "", card: item.card, entryId: item.entryId }); // one card per stream: the next stream shows it
+      } else rest.push({ text: "", card: item.card, entryId: item.entryId, ...origin(item) }); // one card per stream: the next stream shows it
     }
     if (item.text !== "") {
       const used = joinedBytes(s.parts);
@@ -220,7 +252,7 @@ function pour(s: BotStreamState, items: BotItem[], now: number, cfg: BotStreamSe
         const piece = pieceFitting(item.text, BOT_STREAM_MAX_BYTES - used - sep);
         if (piece !== "") s.parts.push(piece);
         finishStream(s, "full", now, cfg);
-        const left: BotItem = { text: item.text.slice(piece.length), entryId: item.entryId };
+        const left: BotItem = { text: item.text.slice(piece.length), entryId: item.entryId, ...origin(item) };
         if (piece !== "" || item.cont) left.cont = true;
         if (item.finish) left.finish = true;
         rest.push(left);
@@ -238,14 +270,14 @@ function urlUsable(s: BotStreamState, now: number): boolean {
 }
 
 /** The body of one response_url POST, and the items it carries. */
-type PostPlan = { body: JsonObject; items: BotItem[] };
+export type PostPlan = { body: JsonObject; items: BotItem[] };
 
 /**
  * What one response_url POST carries of `items` (in order): their texts joined, up to 20480 bytes,
  * as markdown; or, when there is no text at all, the first card. The rest (text past the limit,
  * cards that came with text) is left over, in order.
  */
-function planPost(items: BotItem[]): { post?: PostPlan; leftovers: BotItem[] } {
+export function planPost(items: BotItem[]): { post?: PostPlan; leftovers: BotItem[] } {
   if (!items.some((i) => i.text !== "")) {
     const idx = items.findIndex((i) => i.card !== undefined);
     if (idx < 0) return { leftovers: [] }; // finish marks alone: nothing to say
@@ -261,18 +293,18 @@ function planPost(items: BotItem[]): { post?: PostPlan; leftovers: BotItem[] } {
       leftovers.push(item);
       continue;
     }
-    if (item.card !== undefined) leftovers.push({ text: "", card: item.card, entryId: item.entryId });
+    if (item.card !== undefined) leftovers.push({ text: "", card: item.card, entryId: item.entryId, ...origin(item) });
     if (item.text === "") continue;
     const sep = taken.length > 0 ? BOT_PART_SEPARATOR.length : 0;
     const n = utf8Length(item.text);
     if (bytes + sep + n <= BOT_STREAM_MAX_BYTES) {
-      taken.push(item.cont ? { text: item.text, entryId: item.entryId, cont: true } : { text: item.text, entryId: item.entryId });
+      taken.push(item.cont ? { text: item.text, entryId: item.entryId, cont: true, ...origin(item) } : { text: item.text, entryId: item.entryId, ...origin(item) });
       bytes += sep + n;
       continue;
     }
     const piece = pieceFitting(item.text, BOT_STREAM_MAX_BYTES - bytes - sep);
-    if (piece !== "") taken.push(item.cont ? { text: piece, entryId: item.entryId, cont: true } : { text: piece, entryId: item.entryId });
-    const left: BotItem = { text: item.text.slice(piece.length), entryId: item.entryId };
+    if (piece !== "") taken.push(item.cont ? { text: piece, entryId: item.entryId, cont: true, ...origin(item) } : { text: piece, entryId: item.entryId, ...origin(item) });
+    const left: BotItem = { text: item.text.slice(piece.length), entryId: item.entryId, ...origin(item) };
     if (piece !== "" || item.cont) left.cont = true;
     if (item.finish) left.finish = true;
     leftovers.push(left);
@@ -354,7 +386,7 @@ function refusePost(st: BotConversationState, entryId: number, now: number, cfg:
  * The answer to a refresh (or to the user's message itself) of stream `s`, finishing it when its
  * time is up and passing its card once; `changed` when `s` must be written back.
  */
-function answer(s: BotStreamState, now: number, cfg: BotStreamSettings): { reply: BotReply; changed: boolean } {
+export function answer(s: BotStreamState, now: number, cfg: BotStreamSettings): { reply: BotReply; changed: boolean } {
   let changed = false;
   if (s.final === undefined && closeIfDue(s, now, cfg)) changed = true;
   const finish = s.final !== undefined;
@@ -398,8 +430,14 @@ export async function openBotStream(store: Store, tenant: string, cfg: BotStream
       for (const old of st.streams) if (old.final === undefined) old.superseded = true;
       s = { id: open.streamId, msgid: open.msgid, startedAt: now, parts: [] };
       if (open.responseUrl !== undefined && open.responseUrl !== "") s.responseUrl = open.responseUrl;
+      if (open.ws !== undefined) s.ws = { reqId: open.ws.reqId, conn: open.ws.conn };
       st.streams.push(s);
       st.waiting = pour(s, st.waiting, now, cfg);
+      changed = true;
+    }
+    if (open.ws !== undefined && s.ws !== undefined && !s.ws.done && (s.ws.reqId !== open.ws.reqId || s.ws.conn !== open.ws.conn)) {
+      // WeCom repeated the callback (a new req_id, maybe a new connection): the stream answers on it
+      s.ws = { reqId: open.ws.reqId, conn: open.ws.conn };
       changed = true;
     }
     const a = answer(s, now, cfg);
@@ -442,6 +480,31 @@ export async function refreshBotStream(store: Store, tenant: string, cfg: BotStr
   return reply ?? unknownStream(ref.streamId, cfg);
 }
 
+/** The shared-state key of a long-connection bot's conversations that have something to push. */
+export function botWsWorkKey(botId: string): string {
+  return `botws:${botId}`;
+}
+
+/** Most conversations remembered per bot as having something to push (the oldest are dropped). */
+export const BOT_WS_WORK_MAX = 10_000;
+
+/** The conversations of a bot's work row. */
+export function botWsWorkOf(v: unknown): string[] {
+  return isJsonObject(v) && Array.isArray(v.addresses) ? v.addresses.filter((a): a is string => typeof a === "string") : [];
+}
+
+/**
+ * Note that a long-connection bot's conversation has something to push (an open stream, messages
+ * to send), so that whichever replica holds the bot's connection finds it.
+ */
+export async function markBotWsWork(store: Store, tenant: string, botId: string, address: string, now: number): Promise<void> {
+  await store.updateState(tenant, botWsWorkKey(botId), null, now, (cur) => {
+    const list = botWsWorkOf(cur);
+    if (list.includes(address)) return undefined;
+    return { value: { addresses: [...list, address].slice(-BOT_WS_WORK_MAX) }, expiresAt: now + BOT_CONVERSATION_TTL_MS };
+  });
+}
+
 /** What a response_url call came to: ok, or WeCom's final refusal. Anything else is thrown. */
 type PostResult = { ok: true } | { ok: false; errcode: number; errmsg: string };
 
@@ -480,6 +543,10 @@ export class BotSender implements Sender {
     if (isJsonObject(card)) item.card = card;
     if (tagValue(body.Tag, "finish") === true) item.finish = true;
     if (item.text === "" && item.card === undefined && item.finish !== true) return { state: "done" };
+    if (bot.mode === "websocket") {
+      item.ref = messageRef(body);
+      if (body.ServiceId !== undefined) item.serviceId = body.ServiceId;
+    }
 
     const { store, tenant } = this.#ctx;
     const key = botConversationKey(address);
@@ -509,6 +576,12 @@ export class BotSender implements Sender {
       st.applied = [...st.applied, entry.id].slice(-APPLIED_KEEP);
       return place(st, [item], entry.id, now, bot, false).post;
     });
+    if (bot.mode === "websocket") {
+      // the replica holding the bot's connection pushes it: into the stream, or with aibot_send_msg
+      await markBotWsWork(store, tenant, bot.botId, address, this.#ctx.now());
+      this.#ctx.onBotWsWork?.(bot.botId);
+      return { state: "done" };
+    }
     let refusal: { errcode: number; errmsg: string } | undefined;
     for (let round = 0; round < 4 && step.post !== undefined; round++) {
       const post = step.post;

@@ -74,6 +74,8 @@ export interface OutboundContext {
   credentials(app: number | "kf"): WeComCredentials | undefined;
   /** Count a WeCom answer of a call made outside the WeCom client (a bot's response_url); -2: no answer. */
   onWeComResult?(api: string, errcode: number): void;
+  /** A long-connection bot has something to push (wakes this process's pusher when it holds the bot). */
+  onBotWsWork?(botId: string): void;
 }
 
 /** Why a message could not be sent, as the 全媒体 is told (`Tag` of a notice). */

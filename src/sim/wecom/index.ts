@@ -1,7 +1,7 @@
 /**
  * The WeCom simulator, one file per simulated API family: tokens, KF, media, app messages, AI
- * bots in webhook mode, callbacks; the rule book they enforce (rules.ts); and the composition
- * (simulator.ts) tests and the sandbox use.
+ * bots in webhook mode and over the long connection (WebSocket), callbacks; the rule book they
+ * enforce (rules.ts); and the composition (simulator.ts) tests and the sandbox use.
  * @module
  */
 /** The result of delivering one callback. */

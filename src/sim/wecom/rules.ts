@@ -148,6 +148,79 @@ export const WECOM_RULES = {
     /** A user has at most 3 messages in flight with one bot (documented; not enforced by the simulator). */
     messagesInFlightPerUser: 3,
   },
+
+  /**
+   * AI bots in long-connection mode (智能机器人长连接, one WebSocket per bot). The errcodes marked
+   * "ours" are decisions of the simulator where WeCom's documents are silent (docs/simulator.md).
+   */
+  botWs: {
+    /** The simulator's path of the WebSocket endpoint (WeCom's is the bare host `wss://openws.work.weixin.qq.com`). */
+    path: "/aibot/ws",
+    /** stream.content of aibot_respond_msg: at most 20480 bytes of UTF-8 (replace semantics). */
+    streamMaxBytes: 20480,
+    /** markdown.content of aibot_send_msg / aibot_respond_msg: at most 20480 bytes (as response_url; no WS-specific number found). */
+    markdownMaxBytes: 20480,
+    /** A stream frame 6 minutes or more after the user's message is refused with 846608. */
+    streamWindowMs: 6 * MINUTE,
+    /** aibot_respond_welcome_msg / aibot_respond_update_msg: within 5 s of the event, once per event. */
+    eventReplyWindowMs: 5 * SECOND,
+    /** stream.feedback.id: at most 256 bytes of UTF-8. */
+    feedbackIdMaxBytes: 256,
+    /** A template card may be sent once per message. */
+    templateCardsPerMessage: 1,
+    /** msgtypes aibot_respond_msg takes (text is refused with 40008). */
+    respondMsgtypes: ["stream", "markdown", "template_card", "stream_with_template_card", "image", "file", "voice", "video"],
+    /** msgtypes aibot_send_msg takes (text is refused with 40008). */
+    sendMsgtypes: ["markdown", "template_card", "image", "file", "voice", "video"],
+    /** msgtypes aibot_respond_welcome_msg takes (text is allowed for welcomes only). */
+    welcomeMsgtypes: ["text", "template_card"],
+    /** Media replies carry a media_id only (an url or inline base64 is refused with 40058). */
+    mediaMsgtypes: ["image", "file", "voice", "video"],
+    /**
+     * Uploads: each chunk at most 512 KiB before base64, at most 100 chunks, indexes from 0; the
+     * sizes of media/upload (every file over 5 bytes; image 10 MB, voice 2 MB, video 10 MB, file
+     * 20 MB) with its errcodes (40006 for 5 bytes or less); at most 16 unfinished uploads per
+     * connection (ours). Formats are not checked.
+     */
+    upload: { chunkMaxBytes: 512 * 1024, maxChunks: 100, openPerConnection: 16, sizeErrcodes: { image: 40009, voice: 40006, video: 40011, file: 40006 }, invalidTypeErrcode: 40005 },
+    /** A media_id from aibot_upload_media_finish is valid 3 days. */
+    mediaTtlMs: 3 * DAY,
+    /** Media URLs in callbacks are valid 5 minutes (each media object carries its own aeskey). */
+    mediaUrlTtlMs: 5 * MINUTE,
+    /** Ours: how long after a failed subscribe, or after a kick's disconnected_event, the server closes the socket (real time). */
+    closeDelayMs: 100,
+    /** The errcodes of the long connection (observed ones, and ours where marked). */
+    errcodes: {
+      /** aibot_subscribe with an unknown bot_id ("invalid bot_id"). */
+      invalidBotId: 93019,
+      /** aibot_subscribe with a wrong secret, or for a bot without one ("signature is incorrect…"). */
+      badSecret: 853000,
+      /** Any other frame before a successful subscribe ("aibot websocket not subscribed"). */
+      notSubscribed: 846609,
+      /** A reply whose req_id is not a callback of this connection, or the wrong kind ("invalid req_id"). */
+      invalidReqId: 846605,
+      /** A stream frame after the 6-minute window ("stream message update expired"). */
+      streamExpired: 846608,
+      /** msgtype text outside a welcome, or an unknown msgtype ("invalid message type"). */
+      invalidMsgtype: 40008,
+      /** An unknown or expired media_id, or one of another bot ("invalid media_id"). */
+      invalidMediaId: 40007,
+      /** aibot_send_msg without chatid. */
+      missingChatId: 86201,
+      /** A missing or malformed field; some of these come back without headers (schema errors, malformed JSON). */
+      invalidParam: 40058,
+      /** Ours: a frame for a stream that already finished. */
+      streamFinished: 40058,
+      /** Ours: stream or markdown content over 20480 bytes. */
+      contentTooLong: 40058,
+      /** Ours: a welcome or card update after the event's 5 s, or a second one for the same event. */
+      eventReplyExpired: 846605,
+      /** Ours: an unknown cmd ("invalid cmd"). */
+      unknownCmd: 40058,
+      /** Ours: an upload step that does not add up (unknown upload_id, bad chunk, missing chunks, size or md5 mismatch). */
+      uploadInvalid: 40058,
+    },
+  },
 } as const;
 
 /** A KF service_state (0 unhandled, 1 smart assistant, 2 waiting pool, 3 human servicer, 4 ended). */

@@ -6,6 +6,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import type { CallbackClient } from "./callback-client.js";
 import type { Answer, Handler, RequestCtx, SimContext } from "./context.js";
 import { SimApiError } from "./errors.js";
@@ -20,6 +21,16 @@ export interface SimRoutes {
   api: Record<string, Handler>;
   /** GET paths outside /cgi-bin/ by prefix (e.g. `/aibot-media/`), given the rest of the path. */
   raw: Record<string, (rest: string) => Answer>;
+  /** WebSocket endpoints by exact path (e.g. `/aibot/ws`). */
+  upgrade?: Record<string, UpgradeRoute>;
+}
+
+/** A WebSocket endpoint: it takes the HTTP upgrades of its path and ends its connections when the server closes. */
+export interface UpgradeRoute {
+  /** Take one upgrade request (the socket is the endpoint's from then on). */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** End every connection (the server is closing). */
+  close(): void;
 }
 
 /** The simulator's HTTP server, its request log and its faults. */
@@ -54,6 +65,23 @@ export class SimServer {
         res.end();
       });
     });
+    this.#server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#upgrade(req, socket, head));
+  }
+
+  /** Hand an upgrade to the WebSocket endpoint of its path; 404 and close for any other path. */
+  #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const path = new URL(req.url ?? "/", "http://sim.invalid").pathname;
+    const routes = this.#routes.upgrade ?? {};
+    const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
+    const method = req.method ?? "GET";
+    this.requests.push({ method, path, at: this.#ctx.now(), status: route === undefined ? 404 : 101 });
+    this.#ctx.log(`${method} ${path} upgrade → ${route === undefined ? 404 : 101}`);
+    if (route === undefined) {
+      socket.on("error", () => {});
+      socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+      return;
+    }
+    route.upgrade(req, socket, head);
   }
 
   /** Listen; resolves with the base URL (`http://host:port`). */
@@ -70,8 +98,9 @@ export class SimServer {
     return `http://${h}:${addr.port}`;
   }
 
-  /** Stop listening and drop open connections. */
+  /** Stop listening and drop open connections (WebSocket ones too). */
   close(): Promise<void> {
+    for (const route of Object.values(this.#routes.upgrade ?? {})) route.close();
     return new Promise<void>((resolve) => {
       this.#server.close(() => resolve());
       this.#server.closeAllConnections();

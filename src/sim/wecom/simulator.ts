@@ -12,6 +12,8 @@
 import { WeComCrypto } from "../../wecom/crypto.js";
 import { AppMessageService } from "./app-message.js";
 import { BotWebhookService } from "./bot-webhook.js";
+import { BotWsService } from "./bot-ws.js";
+import { WS_MEDIA_PREFIX } from "./bot-ws-callbacks.js";
 import type { CallbackResult } from "./callback-client.js";
 import { Callbacks } from "./callbacks.js";
 import type { SimApp, SimBot, SimContext } from "./context.js";
@@ -23,7 +25,24 @@ import { WECOM_RULES } from "./rules.js";
 import { type SimClock, SimScheduler } from "./scheduler.js";
 import { SimServer } from "./server.js";
 import { TokenService } from "./tokens.js";
-import type { CallbackWithReply, WeComSimMedia, WeComSimOptions, WeComSimRequest, WeComSimSent, WeComSimStream } from "./types.js";
+import type {
+  CallbackWithReply,
+  WeComSimMedia,
+  WeComSimOptions,
+  WeComSimRequest,
+  WeComSimSent,
+  WeComSimStream,
+  WeComSimWsConnection,
+  WeComSimWsEvent,
+  WeComSimWsEventReply,
+  WeComSimWsFrame,
+  WeComSimWsMedia,
+  WeComSimWsPushed,
+  WeComSimWsSend,
+  WeComSimWsStream,
+  WeComSimWsUpload,
+  WeComSimWsUserMessage,
+} from "./types.js";
 
 /**
  * A running WeCom simulator.
@@ -41,6 +60,7 @@ export class WeComSimulator {
   readonly #kf: KfService;
   readonly #app: AppMessageService;
   readonly #bot: BotWebhookService;
+  readonly #botWs: BotWsService;
   readonly #server: SimServer;
   readonly #scheduler: SimScheduler;
   readonly #clock: SimClock | undefined;
@@ -96,11 +116,13 @@ export class WeComSimulator {
     this.#kf = new KfService(this.#ctx, this.#tokens, this.#callbacks, this.#media.exists);
     this.#app = new AppMessageService(this.#ctx, this.#tokens, this.#media.exists);
     this.#bot = new BotWebhookService(this.#ctx, this.#callbacks, opts.botPollIntervalMs ?? WECOM_RULES.bot.pollIntervalMs);
+    this.#botWs = new BotWsService(this.#ctx, (nameOrId) => this.#bot.bot(nameOrId));
     this.#server = new SimServer(
       this.#ctx,
       {
         api: { ...this.#tokens.routes, ...this.#kf.routes, ...this.#media.routes, ...this.#app.routes, ...this.#bot.routes },
-        raw: { "/aibot-media/": (key) => this.#media.serveBot(key) },
+        raw: { "/aibot-media/": (key) => this.#media.serveBot(key), [WS_MEDIA_PREFIX]: (key) => this.#botWs.serveMedia(key) },
+        upgrade: { [WECOM_RULES.botWs.path]: this.#botWs },
       },
       this.#callbacks.client,
       opts.maxBodyBytes ?? 32 * 1024 * 1024,
@@ -140,7 +162,7 @@ export class WeComSimulator {
     return this.#kf.syncCalls;
   }
 
-  /** Stop listening, cancel callbacks in flight and scheduled work, and drop open connections. */
+  /** Stop listening, cancel callbacks in flight and scheduled work, and drop open connections (long connections too). */
   async close(): Promise<void> {
     this.#scheduler.close();
     this.#callbacks.close();
@@ -371,6 +393,106 @@ export class WeComSimulator {
   /** Every stream the bots opened, oldest first, optionally of one bot, one user message (msgid) or one user. */
   botStreams(filter: { botId?: string; msgid?: string; userId?: string } = {}): WeComSimStream[] {
     return this.#bot.streams(filter);
+  }
+
+  // --- AI bot long connection ------------------------------------------------------------------------
+
+  /** The long-connection endpoint, `ws://HOST:PORT/aibot/ws` (WeCom's is `wss://openws.work.weixin.qq.com`). */
+  get botWsUrl(): string {
+    return `${this.#url.replace(/^http/, "ws")}${WECOM_RULES.botWs.path}`;
+  }
+
+  /**
+   * A user's message to a bot over its subscribed long connection: an `aibot_msg_callback` frame
+   * with a fresh req_id and the webhook's JSON (`msgid, aibotid, chatid (group), chattype, from,
+   * create_time, msgtype, <msgtype>`). Image, file and video bytes (also images of `mixed`) are
+   * served at a URL on the simulator, valid 5 minutes, AES-256-CBC encrypted with a key of their own
+   * (`aeskey`, base64 of 32 bytes; IV its first 16 bytes; PKCS#7 to 32 bytes). On a silent
+   * connection the frame is lost (`delivered: false`). Replies must carry the returned `reqId`.
+   * @throws Error when the bot has no subscribed connection
+   */
+  botUserSendsWs(bot: string, msg: WeComSimWsUserMessage): WeComSimWsPushed {
+    return this.#botWs.userSends(bot, msg);
+  }
+
+  /**
+   * An event to a bot over its subscribed long connection: an `aibot_event_callback` frame with
+   * `msgtype: "event"` and `event: {eventtype, …details}`. An `enter_chat` takes one
+   * `aibot_respond_welcome_msg`, a `template_card_event` one `aibot_respond_update_msg`, each
+   * within 5 s by the simulator's clock.
+   * @throws Error when the bot has no subscribed connection
+   */
+  botEventWs(bot: string, event: WeComSimWsEvent): WeComSimWsPushed {
+    return this.#botWs.event(bot, event);
+  }
+
+  /**
+   * WeCom delivers a callback again: the same body (same msgid, same message time) with a new
+   * req_id, on the bot's subscribed connection now (which may be a newer one).
+   * @throws Error when `reqId` is not a recent callback, or the bot has no subscribed connection
+   */
+  botWsRepeat(reqId: string): WeComSimWsPushed {
+    return this.#botWs.repeat(reqId);
+  }
+
+  /**
+   * Make the bot's subscribed connection half-dead (`silent` true, the default): it stays open but
+   * answers nothing (no acks, no WS pongs), ignores what it receives and loses the callbacks pushed
+   * on it; a newer subscribe drops it without a close frame. `false` makes it answer again.
+   * @throws Error when the bot has no subscribed connection
+   */
+  botWsSilence(bot: string, silent = true): void {
+    this.#botWs.silence(bot, silent);
+  }
+
+  /** Terminate the bot's subscribed connection abruptly (no close frame: the client sees 1006). @throws Error when it has none */
+  botWsDrop(bot: string): void {
+    this.#botWs.drop(bot);
+  }
+
+  /** Answer the next `times` (default 1) `cmd` frames (e.g. `aibot_send_msg`, `ping`) of the bot's connections with `errcode`, doing nothing else. */
+  botWsFailNext(bot: string, cmd: string, errcode: number, times = 1): void {
+    this.#botWs.failNext(bot, cmd, errcode, times);
+  }
+
+  /** Every long connection, oldest first; of one bot: those that subscribed it. */
+  botWsConnections(bot?: string): WeComSimWsConnection[] {
+    return this.#botWs.connections(bot);
+  }
+
+  /** Every stream answered over long connections (aibot_respond_msg stream frames), each frame with its errcode; what the user sees. */
+  botWsStreams(bot?: string): WeComSimWsStream[] {
+    return this.#botWs.streams(bot);
+  }
+
+  /** Every aibot_send_msg and one-off (not stream) aibot_respond_msg, taken or refused, with its errcode. */
+  botWsSends(bot?: string): WeComSimWsSend[] {
+    return this.#botWs.sends(bot);
+  }
+
+  /** Every aibot_respond_welcome_msg, taken or refused, with its errcode. */
+  botWsWelcomes(bot?: string): WeComSimWsEventReply[] {
+    return this.#botWs.eventReplies("aibot_respond_welcome_msg", bot);
+  }
+
+  /** Every aibot_respond_update_msg (template card updates), taken or refused, with its errcode. */
+  botWsCardUpdates(bot?: string): WeComSimWsEventReply[] {
+    return this.#botWs.eventReplies("aibot_respond_update_msg", bot);
+  }
+
+  /** Every chunked upload (init, chunks, finish) over long connections, with finish's errcode and media_id. */
+  botWsUploads(bot?: string): WeComSimWsUpload[] {
+    return this.#botWs.uploads(bot);
+  }
+
+  /** A file uploaded over a long connection, by media_id (bytes, type, filename, bot). */
+  botWsMedia(mediaId: string): WeComSimWsMedia | undefined {
+    return this.#botWs.media(mediaId);
+  }
+
+  /** The last 2000 frames on long connections, either way (subscribe secrets and chunk data elided). */
+  botWsFrames(bot?: string): WeComSimWsFrame[] {
+    return this.#botWs.frames(bot);
   }
 
   // --- URL verification ----------------------------------------------------------------------------

@@ -39,6 +39,8 @@ export interface WeComSimBot {
   callbackUrl?: string;
   /** A name to address the bot by (e.g. the gateway's config name). */
   name?: string;
+  /** The long-connection Secret (aibot_subscribe); without one every subscribe is refused with 853000. */
+  secret?: string;
 }
 
 /** Options of `WeComSimulator.start`. */
@@ -213,4 +215,253 @@ export interface WeComSimStream {
   images: unknown[];
   /** Template cards accepted for the message (at most one). */
   templateCards: Record<string, unknown>[];
+}
+
+/** One WebSocket connection to the simulator's AI-bot long-connection endpoint. */
+export interface WeComSimWsConnection {
+  /** The simulator's id of the connection (`ws1`, `ws2`, …). */
+  id: string;
+  /** The bot it subscribed, once a subscribe succeeded. */
+  botId?: string;
+  /** True while it is the bot's subscribed connection (false before subscribe, after a kick or close). */
+  subscribed: boolean;
+  /** True until the socket closed. */
+  open: boolean;
+  /** True while it answers nothing (no acks, no pongs, no callbacks): a half-dead link. */
+  silent: boolean;
+  /** When it opened, per the simulator's clock. */
+  openedAt: number;
+  /** When it closed, per the simulator's clock. */
+  closedAt?: number;
+  /** Why it ended: `client` closed it, `kicked` by a newer subscribe, `auth` after a failed subscribe, `dropped` by a test, `server` on close(). */
+  endedBy?: "client" | "kicked" | "auth" | "dropped" | "server";
+}
+
+/** A media file a user sends in a long-connection message: its bytes, and optionally a name for Content-Disposition. */
+export type WeComSimWsMediaInput = Uint8Array | { bytes: Uint8Array; filename?: string };
+
+/** A user's message to a bot over the long connection (`botUserSendsWs`). */
+export interface WeComSimWsUserMessage {
+  /** The sender's userid. */
+  userid: string;
+  /** text, image, mixed, voice, file, video (or any other: give its object in `fields`). */
+  msgtype: string;
+  /** msgtype text: the content. */
+  text?: string;
+  /** msgtype image: served encrypted at a URL with its own aeskey (or an object passed as is). */
+  image?: WeComSimWsMediaInput | Record<string, unknown>;
+  /** msgtype mixed: the items in order, text as strings and images as bytes. */
+  mixed?: (string | Uint8Array)[];
+  /** msgtype voice: the transcript WeCom sends (voice.content). */
+  voice?: string;
+  /** msgtype file: served encrypted at a URL with its own aeskey (or an object passed as is). */
+  file?: WeComSimWsMediaInput | Record<string, unknown>;
+  /** msgtype video: served encrypted at a URL with its own aeskey (or an object passed as is). */
+  video?: WeComSimWsMediaInput | Record<string, unknown>;
+  /** The group chat; with it chattype defaults to group. */
+  chatid?: string;
+  /** single (default without chatid) or group. */
+  chattype?: "single" | "group";
+  /** More fields of the body (e.g. `quote`, or the object of another msgtype). */
+  fields?: Record<string, unknown>;
+}
+
+/** An event to a bot over the long connection (`botEventWs`): the rest of the fields go into `event`. */
+export interface WeComSimWsEvent {
+  /** The user. */
+  userid: string;
+  /** enter_chat, template_card_event, feedback_event, or any other. */
+  eventtype: string;
+  /** The group chat, when in a group. */
+  chatid?: string;
+  /** single or group (absent unless given or chatid is). */
+  chattype?: "single" | "group";
+  /** The event's details, e.g. `template_card_event: {…}` (WeCom nests them under the event's name). */
+  [detail: string]: unknown;
+}
+
+/** A callback frame the simulator pushed on a connection. */
+export interface WeComSimWsPushed {
+  /** The message's (or event's) msgid. */
+  msgid: string;
+  /** The frame's req_id (the key of the replies). */
+  reqId: string;
+  /** The connection it went out on. */
+  connectionId: string;
+  /** False when the connection was silent (the frame was lost on the half-dead link). */
+  delivered: boolean;
+}
+
+/** One aibot_respond_msg stream frame and what WeCom answered. */
+export interface WeComSimWsStreamFrame {
+  /** When it came, per the simulator's clock. */
+  at: number;
+  /** stream.content ("" when absent): the whole text so far. */
+  content: string;
+  /** stream.finish. */
+  finish: boolean;
+  /** stream.msg_item, as sent (taken but not shown in long-connection mode). */
+  msgItem?: unknown[];
+  /** stream.feedback.id, as sent. */
+  feedbackId?: string;
+  /** The template card of a stream_with_template_card frame. */
+  templateCard?: Record<string, unknown>;
+  /** The errcode answered (0: taken). */
+  errcode: number;
+  /** The errmsg answered. */
+  errmsg: string;
+}
+
+/** A stream a bot answered a long-connection message with, as WeCom saw it. */
+export interface WeComSimWsStream {
+  /** The bot. */
+  botId: string;
+  /** The connection the frames came on. */
+  connectionId: string;
+  /** The callback's req_id the frames carry. */
+  reqId: string;
+  /** The user message's msgid. */
+  msgid: string;
+  /** stream.id, as the bot chose it. */
+  streamId: string;
+  /** The user. */
+  userId: string;
+  /** The group chat, when in a group. */
+  chatId?: string;
+  /** When the user's message was sent, per the simulator's clock. */
+  startedAt: number;
+  /** From then on frames are refused with 846608 (startedAt + 6 minutes). */
+  deadline: number;
+  /** `open`, `finished` after a taken finish, `expired` once the deadline passed unfinished. */
+  status: "open" | "finished" | "expired";
+  /** Every frame received, in order, with its errcode. */
+  frames: WeComSimWsStreamFrame[];
+  /** What the user sees: the content of the last taken frame. */
+  shown: string;
+  /** stream.feedback.id of the first frame, when given. */
+  feedbackId?: string;
+  /** Template cards taken for the message (at most one). */
+  templateCards: Record<string, unknown>[];
+}
+
+/** An aibot_send_msg, or a one-off (not stream) aibot_respond_msg, and what WeCom answered. */
+export interface WeComSimWsSend {
+  /** The bot. */
+  botId: string;
+  /** The connection it came on. */
+  connectionId: string;
+  /** aibot_send_msg or aibot_respond_msg. */
+  cmd: "aibot_send_msg" | "aibot_respond_msg";
+  /** The frame's req_id. */
+  reqId: string;
+  /** When, per the simulator's clock. */
+  at: number;
+  /** Where it went: send_msg's chatid ("" when missing); for a reply the group chatid or the user's userid. */
+  chatid: string;
+  /** The body's msgtype ("" when missing). */
+  msgtype: string;
+  /** The frame's body. */
+  body: Record<string, unknown>;
+  /** For a reply: the user message's msgid. */
+  msgid?: string;
+  /** The errcode answered (0: sent). */
+  errcode: number;
+  /** The errmsg answered. */
+  errmsg: string;
+}
+
+/** An aibot_respond_welcome_msg or aibot_respond_update_msg, and what WeCom answered. */
+export interface WeComSimWsEventReply {
+  /** The bot. */
+  botId: string;
+  /** The connection it came on. */
+  connectionId: string;
+  /** The command. */
+  cmd: "aibot_respond_welcome_msg" | "aibot_respond_update_msg";
+  /** The frame's req_id (the event's, when valid). */
+  reqId: string;
+  /** When, per the simulator's clock. */
+  at: number;
+  /** The event answered, when the req_id named one of this connection. */
+  eventtype?: string;
+  /** The event's msgid, when known. */
+  msgid?: string;
+  /** The event's user, when known. */
+  userId?: string;
+  /** The frame's body. */
+  body: Record<string, unknown>;
+  /** The errcode answered (0: shown). */
+  errcode: number;
+  /** The errmsg answered. */
+  errmsg: string;
+}
+
+/** One chunked media upload over the long connection (init, chunks, finish). */
+export interface WeComSimWsUpload {
+  /** The bot. */
+  botId: string;
+  /** The connection it came on. */
+  connectionId: string;
+  /** The upload_id answered to init. */
+  uploadId: string;
+  /** image, voice, video or file. */
+  type: string;
+  /** init's filename. */
+  filename: string;
+  /** init's total_size. */
+  totalSize: number;
+  /** init's total_chunks. */
+  totalChunks: number;
+  /** init's md5, when given. */
+  md5?: string;
+  /** When init came, per the simulator's clock. */
+  startedAt: number;
+  /** Distinct chunk indexes received. */
+  chunks: number;
+  /** `open` until finish; `finished` with a media_id; `failed` when finish was refused. */
+  status: "open" | "finished" | "failed";
+  /** finish's errcode, once it came. */
+  errcode?: number;
+  /** finish's errmsg, once it came. */
+  errmsg?: string;
+  /** The media_id, when finished. */
+  mediaId?: string;
+  /** finish's created_at (unix seconds), when finished. */
+  createdAt?: number;
+}
+
+/** A media file uploaded over the long connection. */
+export interface WeComSimWsMedia {
+  /** The bot that uploaded it (only its connections may send it). */
+  botId: string;
+  /** image, voice, video or file. */
+  type: string;
+  /** The upload's filename. */
+  filename: string;
+  /** The bytes. */
+  bytes: Buffer;
+  /** When finish came, ms (valid 3 days). */
+  createdAt: number;
+}
+
+/** One frame on a long connection, either way (upload chunk data and subscribe secrets elided). */
+export interface WeComSimWsFrame {
+  /** When, per the simulator's clock. */
+  at: number;
+  /** The connection. */
+  connectionId: string;
+  /** The bot, once subscribed. */
+  botId?: string;
+  /** `in` from the client, `out` from the simulator. */
+  direction: "in" | "out";
+  /** The frame's cmd (absent on acks). */
+  cmd?: string;
+  /** headers.req_id, when present. */
+  reqId?: string;
+  /** The errcode of an ack or error frame. */
+  errcode?: number;
+  /** True for an incoming frame a silent connection ignored. */
+  ignored?: boolean;
+  /** The frame (parsed JSON, or the text when it was not JSON). */
+  frame: unknown;
 }

@@ -57,7 +57,8 @@ export function decodeBotCallback(input: string | JsonObject, context: BotDecode
 }
 
 function media(body: JsonObject | undefined) {
-  return compact({ url: body === undefined ? undefined : optString(body, "url"), encrypted: true });
+  // long-connection callbacks carry each file's own key; webhook ones use the bot's EncodingAESKey
+  return compact({ url: body === undefined ? undefined : optString(body, "url"), encrypted: true, aesKey: body === undefined ? undefined : optString(body, "aeskey") });
 }
 
 function decodeItem(item: unknown): Content {

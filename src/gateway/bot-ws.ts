@@ -1,0 +1,265 @@
+/**
+ * AI bots in long-connection mode (`wecom.bots[].mode: "websocket"`): one connection per bot
+ * across the replicas, and what comes over it.
+ *
+ * WeCom keeps one connection per bot (a new one kicks the old with `disconnected_event`), so only
+ * the replica holding the bot's lease (`aibotws:{botId}`, {@link BOT_WS_LEASE_MS}) connects;
+ * the others try for the lease every {@link BOT_WS_STANDBY_MS} and take over within 30 s when the
+ * holder dies. The holder keeps renewing; when it cannot (the store is gone, another replica took
+ * the lease), it closes its connection.
+ *
+ * `aibot_msg_callback` goes through the same ledger, store and delivery as a webhook callback
+ * (same model and addresses; a callback WeCom repeats has the same msgid and is stored once), and
+ * opens the message's stream on the callback's req_id, which the pusher (`outbound/bot-ws.ts`)
+ * answers at once with the placeholder. `aibot_event_callback` is stored as an event message;
+ * `enter_chat` is answered with `wecom.bots[].welcomeText` (`aibot_respond_welcome_msg`, within
+ * WeCom's 5 s).
+ * @module
+ */
+import { AibotWsClient, type AibotWsOptions, type AibotInbound, type AibotWsState } from "../clients/aibot-ws.js";
+import type { BotConfig } from "../config.js";
+import type { Leases } from "../store/leases.js";
+import { decodeBotCallback } from "../wecom/bot/decode.js";
+import { botStreamId } from "./endpoints/bot.js";
+import type { EndpointContext } from "./endpoints/http.js";
+import { handoffEntries } from "./handoff.js";
+import { markBotWsWork, openBotStream } from "./outbound/bot.js";
+import { type BotWsLink, BotWsPusher } from "./outbound/bot-ws.js";
+import { messageItem } from "./pipeline.js";
+
+/** How long a bot's lease lasts without renewal, ms: another replica connects within this after a holder dies. */
+export const BOT_WS_LEASE_MS = 20_000;
+/** How often the holder renews its lease, ms. */
+const RENEW_MS = 5_000;
+/** How often a replica without the lease tries to take it, ms. */
+export const BOT_WS_STANDBY_MS = 5_000;
+
+/** What a replica reports of one long-connection bot (`/readyz` details, `/metrics`). */
+export interface BotWsStatus {
+  bot: string;
+  /** This replica holds the bot's lease (and so its connection). */
+  holder: boolean;
+  /** The connection's state here (`standby` without the lease). */
+  state: AibotWsState | "standby";
+  reconnects: number;
+  kicks: number;
+}
+
+/** Timers of the long connection, for tests and tuning (defaults: WeCom's and the module's). */
+export interface BotWsTiming {
+  pingIntervalMs?: number;
+  ackTimeoutMs?: number;
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  /** The pusher's tick, ms. */
+  tickMs?: number;
+  /** The lease's length and the standby replicas' tries, ms. */
+  leaseMs?: number;
+  standbyMs?: number;
+}
+
+/** Options of {@link BotWsConnector}. */
+export interface BotWsConnectorOptions {
+  /** The bot's corp, as its endpoints see it (store, ingestor, log, metrics, clock). */
+  ctx: EndpointContext;
+  bot: BotConfig;
+  leases: Leases;
+  /** Build the client (tests: short timers). */
+  client?: (o: AibotWsOptions) => AibotWsClient;
+  /** Timers (tests). */
+  timing?: BotWsTiming;
+  /** Count a WeCom answer over the connection. */
+  onResult?(api: string, errcode: number): void;
+}
+
+/** One long-connection bot on this replica: its lease, its connection when held, its pusher. */
+export class BotWsConnector {
+  readonly #o: BotWsConnectorOptions;
+  readonly pusher: BotWsPusher;
+  #client: AibotWsClient | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = true;
+  #reconnects = 0;
+  #kicks = 0;
+  #turn: Promise<void> | undefined;
+
+  /** @param o the corp context, the bot, the leases */
+  constructor(o: BotWsConnectorOptions) {
+    this.#o = o;
+    this.pusher = new BotWsPusher({
+      store: o.ctx.store,
+      tenant: o.ctx.tenant,
+      bot: o.bot,
+      link: () => this.#link(),
+      log: o.ctx.log,
+      now: () => o.ctx.now(),
+      ...(o.timing?.tickMs !== undefined ? { tickMs: o.timing.tickMs } : {}),
+      ...(o.onResult !== undefined ? { onResult: o.onResult } : {}),
+    });
+  }
+
+  get #leaseMs(): number {
+    return this.#o.timing?.leaseMs ?? BOT_WS_LEASE_MS;
+  }
+
+  /** The lease's name. */
+  get #lease(): string {
+    return `aibotws:${this.#o.bot.botId}`;
+  }
+
+  /** Start: take the lease when free and connect; keep trying while another replica holds it. */
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#schedule(0);
+  }
+
+  /** Stop: close the connection, release the lease (another replica connects at its next try). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#turn;
+    await this.#disconnect();
+    await this.#o.leases.release(this.#o.ctx.tenant, this.#lease).catch(() => undefined);
+  }
+
+  /** What this replica knows of the bot. */
+  status(): BotWsStatus {
+    const c = this.#client;
+    return {
+      bot: this.#o.bot.name,
+      holder: c !== undefined,
+      state: c?.state ?? "standby",
+      reconnects: this.#reconnects + (c?.counters.reconnects ?? 0),
+      kicks: this.#kicks + (c?.counters.kicks ?? 0),
+    };
+  }
+
+  /** Something to push for this bot: push now when this replica holds it. */
+  wake(): void {
+    if (this.#client !== undefined) this.pusher.wake();
+  }
+
+  #schedule(ms: number): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      this.#turn = this.#leaseTurn().finally(() => {
+        this.#turn = undefined;
+        this.#schedule(this.#client !== undefined ? Math.min(RENEW_MS, this.#leaseMs / 4) : (this.#o.timing?.standbyMs ?? BOT_WS_STANDBY_MS));
+      });
+    }, ms);
+    this.#timer.unref?.();
+  }
+
+  /** Take or renew the lease; connect when it became ours, disconnect when it is lost. */
+  async #leaseTurn(): Promise<void> {
+    let mine = false;
+    try {
+      mine = await this.#o.leases.acquire(this.#o.ctx.tenant, this.#lease, this.#leaseMs);
+    } catch (e) {
+      this.#o.ctx.log.warn("bot lease could not be renewed: its connection is closed", { bot: this.#o.bot.name, error: (e as Error).message });
+    }
+    if (this.#stopped) return;
+    if (mine && this.#client === undefined) this.#connect();
+    else if (!mine && this.#client !== undefined) {
+      this.#o.ctx.log.warn("bot lease lost: closing its connection (another replica holds it)", { bot: this.#o.bot.name });
+      await this.#disconnect();
+    }
+  }
+
+  #connect(): void {
+    const bot = this.#o.bot;
+    const opts: AibotWsOptions = {
+      url: bot.wsUrl,
+      botId: bot.botId,
+      secret: bot.secret ?? "",
+      kickedQuietMs: bot.kickedQuietSec * 1000,
+      log: this.#o.ctx.log,
+      onInbound: (f) => this.#inbound(f),
+      onState: (state, detail) => {
+        if (state === "open") this.pusher.wake();
+        if (state === "kicked") {
+          this.#o.ctx.log.warn("bot taken over by another connection: two deployments may share this bot", { bot: bot.name, quietSec: bot.kickedQuietSec, reason: detail.reason });
+        }
+      },
+    };
+    const t = this.#o.timing ?? {};
+    for (const k of ["pingIntervalMs", "ackTimeoutMs", "backoffMinMs", "backoffMaxMs"] as const) if (t[k] !== undefined) opts[k] = t[k];
+    this.#client = this.#o.client !== undefined ? this.#o.client(opts) : new AibotWsClient(opts);
+    this.#client.start();
+    this.pusher.start();
+    this.#o.ctx.log.info("bot long connection: this replica holds the bot", { bot: bot.name });
+  }
+
+  async #disconnect(): Promise<void> {
+    const c = this.#client;
+    if (c === undefined) return;
+    this.#client = undefined;
+    this.#reconnects += c.counters.reconnects;
+    this.#kicks += c.counters.kicks;
+    await this.pusher.stop();
+    await c.stop();
+  }
+
+  /** The connection, when open: what the pusher sends through. */
+  #link(): BotWsLink | undefined {
+    const c = this.#client;
+    if (c === undefined || c.state !== "open") return undefined;
+    const generation = c.generation;
+    return {
+      conn: `${this.#o.leases.holder}:${generation}`,
+      respond: (reqId, cmd, body) => c.respond(reqId, cmd, body, generation),
+      send: (cmd, body) => c.send(cmd, body),
+    };
+  }
+
+  /** A callback frame (never blocks the reader: the work runs on its own). */
+  #inbound(f: AibotInbound): void {
+    const run = f.cmd === "aibot_event_callback" ? this.#event(f) : f.cmd === "aibot_msg_callback" ? this.#message(f) : undefined;
+    if (run === undefined) {
+      this.#o.ctx.log.info("bot long connection: frame ignored", { bot: this.#o.bot.name, cmd: f.cmd.slice(0, 64) });
+      return;
+    }
+    run.catch((e: unknown) => this.#o.ctx.log.warn("bot callback over the long connection failed", { bot: this.#o.bot.name, cmd: f.cmd, error: (e as Error).message }));
+  }
+
+  async #message(f: AibotInbound): Promise<void> {
+    const { ctx, bot } = this.#o;
+    const msg = decodeBotCallback(f.body, { receivedAt: ctx.now() });
+    if (msg.content.type === "event") return this.#storeEvent(f);
+    const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "bot", bot: bot.name }, (m) => ({ entries: handoffEntries(ctx.config.handoff, m) })));
+    ctx.countStored("bot", r.stored);
+    const conn = `${this.#o.leases.holder}:${f.generation}`;
+    await openBotStream(ctx.store, ctx.tenant, bot, { botId: msg.botId, streamId: botStreamId(msg.botId, msg.id), msgid: msg.id, address: msg.conversationId, ws: { reqId: f.reqId, conn } }, ctx.now());
+    await markBotWsWork(ctx.store, ctx.tenant, bot.botId, msg.conversationId, ctx.now());
+    this.pusher.wake();
+  }
+
+  async #event(f: AibotInbound): Promise<void> {
+    const { bot } = this.#o;
+    const ev = f.body.event as Record<string, unknown> | undefined;
+    const type = typeof ev?.eventtype === "string" ? ev.eventtype : undefined;
+    // the welcome first: WeCom takes it only within 5 s of the event
+    if (type === "enter_chat" && bot.welcomeText !== undefined) {
+      const c = this.#client;
+      if (c !== undefined) {
+        c.respond(f.reqId, "aibot_respond_welcome_msg", { msgtype: "text", text: { content: bot.welcomeText } }, f.generation).then(
+          (ack) => {
+            this.#o.onResult?.("aibot_respond_welcome_msg", ack.errcode);
+            if (ack.errcode !== 0) this.#o.ctx.log.warn("WeCom refused the welcome message", { bot: bot.name, errcode: ack.errcode, errmsg: ack.errmsg.slice(0, 200) });
+          },
+          (e: unknown) => this.#o.ctx.log.warn("welcome message not acknowledged", { bot: bot.name, error: (e as Error).message }),
+        );
+      }
+    }
+    await this.#storeEvent(f);
+  }
+
+  async #storeEvent(f: AibotInbound): Promise<void> {
+    const { ctx, bot } = this.#o;
+    const msg = decodeBotCallback(f.body, { receivedAt: ctx.now() });
+    const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "bot", bot: bot.name }, (m) => ({ entries: handoffEntries(ctx.config.handoff, m) })));
+    ctx.countStored("bot", r.stored);
+  }
+}
