@@ -6,6 +6,8 @@
  * dropped, silenced and taken over on purpose.
  */
 import { createHash, randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import type { BotWsTiming } from "../src/gateway/bot-ws.js";
@@ -203,6 +205,47 @@ describe("a bot in long-connection mode", () => {
     const res = await fetch(body?.Content as string);
     const got = Buffer.from(await res.arrayBuffer());
     expect(createHash("md5").update(got).digest("hex")).toBe(createHash("md5").update(png).digest("hex"));
+  });
+
+  it("uploads an agent's image and file over the connection (init, chunks, finish) and sends them with aibot_send_msg; a webhook bot refuses files (30007)", async () => {
+    const st = await liveStack();
+    // the agent's files, served on loopback (the 全媒体's host may be private)
+    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), randomBytes(700_000)]);
+    const gif = Buffer.concat([Buffer.from("GIF89a"), randomBytes(2000)]);
+    const files = createServer((req, res) => {
+      const body = req.url === "/a.png" ? png : gif;
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-disposition": `attachment; filename="${req.url?.slice(1)}"` });
+      res.end(body);
+    });
+    await new Promise<void>((r) => files.listen(0, "127.0.0.1", () => r()));
+    const base = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
+    try {
+      st.wecom.botUserSendsWs("live", { userid: USER, msgtype: "text", text: "发一下发票" });
+      await st.omni.waitFor(1);
+      expect((await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "image", Content: `${base}/a.png`, Tag: { msgid: "img-1" } })).reply).toMatchObject({ errcode: 0 });
+      expect((await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "image", Content: `${base}/b.gif`, Tag: { msgid: "img-2" } })).reply).toMatchObject({ errcode: 0 });
+      const sends = await eventually(() => {
+        const x = st.wecom.botWsSends("live").filter((y) => y.errcode === 0);
+        return x.length === 2 ? x : undefined;
+      }, 8000, "both files sent");
+      // in order: the PNG as an image (two 512 KiB chunks), the GIF as a file (WeCom takes JPG and PNG images only)
+      expect(sends.map((x) => x.msgtype)).toEqual(["image", "file"]);
+      const png1 = st.wecom.botWsMedia((sends[0]?.body.image as { media_id: string }).media_id);
+      expect(png1?.bytes.equals(png)).toBe(true);
+      expect(st.wecom.botWsMedia((sends[1]?.body.file as { media_id: string }).media_id)?.bytes.equals(gif)).toBe(true);
+      expect(st.wecom.botWsUploads("live").find((u) => u.type === "image")).toMatchObject({ totalChunks: 2 });
+      // the same file again (another message: its own Tag.msgid): its media_id is reused, nothing uploaded twice
+      await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "image", Content: `${base}/a.png`, Tag: { msgid: "img-3" } });
+      await eventually(() => st.wecom.botWsSends("live").filter((y) => y.errcode === 0).length === 3, 5000, "the third send");
+      expect(st.wecom.botWsUploads("live").filter((u) => u.type === "image")).toHaveLength(1);
+      // a bot in webhook mode has no way to send a file
+      await st.wecom.botUserSendsText("aibHELPER", "wangwu", "你好");
+      await st.omni.waitFor(2);
+      const r = await st.omni.sendAgentReply({ ToUserId: "bot:aibHELPER:user:wangwu", MsgType: "image", Content: `${base}/a.png` });
+      expect(r.reply).toMatchObject({ errcode: 30007 });
+    } finally {
+      files.close();
+    }
   });
 
   it("has no callback URL in websocket mode, and reports the connection in /readyz's details", async () => {

@@ -16,7 +16,8 @@
  * WeCom's 5 s).
  * @module
  */
-import { AibotWsClient, type AibotWsOptions, type AibotInbound, type AibotWsState } from "../clients/aibot-ws.js";
+import { readFile } from "node:fs/promises";
+import { AibotWsClient, AibotWsNotOpenError, type AibotWsOptions, type AibotInbound, type AibotWsState } from "../clients/aibot-ws.js";
 import type { BotConfig } from "../config.js";
 import type { Leases } from "../store/leases.js";
 import { decodeBotCallback } from "../wecom/bot/decode.js";
@@ -25,6 +26,8 @@ import type { EndpointContext } from "./endpoints/http.js";
 import { handoffEntries } from "./handoff.js";
 import { markBotWsWork, openBotStream } from "./outbound/bot.js";
 import { type BotWsLink, BotWsPusher } from "./outbound/bot-ws.js";
+import { prepareAgentMediaWith, type WeComMediaType } from "./outbound/media.js";
+import type { OutboundContext } from "./outbound/types.js";
 import { messageItem } from "./pipeline.js";
 
 /** How long a bot's lease lasts without renewal, ms: another replica connects within this after a holder dies. */
@@ -60,8 +63,8 @@ export interface BotWsTiming {
 
 /** Options of {@link BotWsConnector}. */
 export interface BotWsConnectorOptions {
-  /** The bot's corp, as its endpoints see it (store, ingestor, log, metrics, clock). */
-  ctx: EndpointContext;
+  /** The bot's corp, as its endpoints and senders see it (store, ingestor, log, metrics, clock, config). */
+  ctx: EndpointContext & OutboundContext;
   bot: BotConfig;
   leases: Leases;
   /** Build the client (tests: short timers). */
@@ -95,7 +98,24 @@ export class BotWsConnector {
       now: () => o.ctx.now(),
       ...(o.timing?.tickMs !== undefined ? { tickMs: o.timing.tickMs } : {}),
       ...(o.onResult !== undefined ? { onResult: o.onResult } : {}),
+      media: (type, url) => this.#media(type, url),
     });
+  }
+
+  /** An agent's file, downloaded and uploaded over the connection (its media_id kept 3 days per bot). */
+  async #media(type: WeComMediaType, url: string): Promise<{ type: WeComMediaType; mediaId: string }> {
+    const { ctx, bot } = this.#o;
+    const m = await prepareAgentMediaWith(ctx, type, url, {
+      tenant: ctx.tenant,
+      cachePrefix: `aibot:${bot.botId}:`,
+      upload: async (file) => {
+        const c = this.#client;
+        if (c === undefined) throw new AibotWsNotOpenError("aibot_upload_media_init", "stopped");
+        const r = await c.uploadMedia(file.type, file.fileName, await readFile(file.path));
+        return { mediaId: r.mediaId, createdAt: r.createdAt };
+      },
+    });
+    return { type: m.type, mediaId: m.mediaId };
   }
 
   get #leaseMs(): number {

@@ -30,7 +30,7 @@ import { addressMatcher } from "../../http/client-address.js";
 import { type OmniFromBody, OmniError, omniReply, parseOmniBody, verifyOmniSignature } from "../../omni/index.js";
 import { type ConversationAddress, parseConversationAddress } from "../../wecom/address.js";
 import { splitUtf8 } from "../../wecom/text-split.js";
-import { botConversationKey } from "../outbound/bot.js";
+import { BOT_WS_MEDIA_TYPES, botConversationKey } from "../outbound/bot.js";
 import { type AppJob, type BotJob, isHttpUrl, type KfJob, keyHash, tagMsgId, tagNumber, tagValue } from "../outbound/types.js";
 import { isObject } from "../../wecom/fields.js";
 import { decideKfSend, type KfRulesState, kfRulesExpiry, kfRulesKey } from "../outbound/kf-rules.js";
@@ -125,7 +125,10 @@ async function route(routing: OmniRouting, credential: OmniCredential, toUserId:
       if (corp === undefined || !corp.config.wecom.bots.some((b) => b.botId === a.botId) || !(await known(corp, botConversationKey(toUserId)))) {
         return { ...UNKNOWN, errmsg: "unknown ToUserId: no user of that bot has written in that chat" };
       }
-      if (!BOT_MSG_TYPES.has(msgType)) return { errcode: OmniReplyErrcode.MsgTypeNotCarried, errmsg: `an AI bot's stream carries text and markdown, not MsgType ${msgType}` };
+      const websocket = corp.config.wecom.bots.some((b) => b.botId === a.botId && b.mode === "websocket");
+      if (!BOT_MSG_TYPES.has(msgType) && !(websocket && BOT_WS_MEDIA_TYPES.has(msgType))) {
+        return { errcode: OmniReplyErrcode.MsgTypeNotCarried, errmsg: `an AI bot carries text and markdown${websocket ? ", image, file, voice and video" : " (and files in websocket mode)"}, not MsgType ${msgType}` };
+      }
       return { kind: "bot_reply", address: a, corp };
     }
   }

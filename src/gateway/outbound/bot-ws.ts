@@ -19,7 +19,8 @@
  * transaction that drops the message.
  * @module
  */
-import type { AibotAck } from "../../clients/aibot-ws.js";
+import { AgentMediaError } from "../../clients/agent-media.js";
+import { type AibotAck, AibotWsApiError } from "../../clients/aibot-ws.js";
 import type { BotConfig } from "../../config.js";
 import type { Logger } from "../../log.js";
 import type { IngestItem, Store } from "../../store/types.js";
@@ -35,12 +36,14 @@ import {
   botConversationKey,
   botWsWorkKey,
   botWsWorkOf,
+  botWsWorkRow,
   closeIfDue,
   emptyConversation,
   finishStream,
   planPost,
   written,
 } from "./bot.js";
+import { MediaRefusedError, type WeComMediaType } from "./media.js";
 import { failureNotice } from "./types.js";
 
 /** What the pusher needs of the connection it pushes through (the one this process holds). */
@@ -67,6 +70,8 @@ export interface BotWsPusherOptions {
   tickMs?: number;
   /** Count a WeCom answer (`api`, errcode; -2: none). */
   onResult?(api: string, errcode: number): void;
+  /** Download an agent's file and upload it over the connection: the type WeCom took it as and its media_id. */
+  media?(type: WeComMediaType, url: string): Promise<{ type: WeComMediaType; mediaId: string }>;
 }
 
 /** WeCom errcodes after which a stream cannot be updated any more. */
@@ -169,21 +174,19 @@ export class BotWsPusher {
     const { store, tenant, bot } = this.#o;
     if (this.#o.link() === undefined) return;
     const list = botWsWorkOf(await store.getState(tenant, botWsWorkKey(bot.botId), this.#o.now()));
-    const finished: string[] = [];
+    const finished = new Map<string, number>();
     for (let i = 0; i < list.length; i += PARALLEL) {
       await Promise.all(
-        list.slice(i, i + PARALLEL).map(async (address) => {
-          if (await this.#conversation(address)) finished.push(address);
+        list.slice(i, i + PARALLEL).map(async ({ address, mark }) => {
+          if (await this.#conversation(address)) finished.set(address, mark);
         }),
       );
     }
-    if (finished.length === 0) return;
+    if (finished.size === 0) return;
     const now = this.#o.now();
-    await store.updateState(tenant, botWsWorkKey(bot.botId), null, now, (cur) => {
-      const left = botWsWorkOf(cur).filter((a) => !finished.includes(a));
-      return { value: { addresses: left }, expiresAt: now + 7 * 24 * 3600_000 };
-    });
-    for (const a of finished) this.#sendBackoff.delete(a);
+    // a conversation marked again while it was pushed stays listed (its new work is not lost)
+    await store.updateState(tenant, botWsWorkKey(bot.botId), null, now, (cur) => botWsWorkRow(botWsWorkOf(cur).filter((x) => finished.get(x.address) !== x.mark), now));
+    for (const a of finished.keys()) this.#sendBackoff.delete(a);
   }
 
   /** Push one conversation (one at a time per conversation); true when nothing is left to push. */
@@ -275,11 +278,21 @@ export class BotWsPusher {
       if (backoff !== undefined && this.#o.now() < backoff.until) return false;
       const next = await this.#update(address, (st) => {
         if (st.sending !== undefined) return st.sending;
-        if (st.waiting.length === 0) return undefined;
-        const { post, leftovers } = planPost(st.waiting);
-        st.waiting = leftovers;
+        const head = st.waiting[0];
+        if (head === undefined) return undefined;
+        const id = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+        // a file goes alone; texts before the next file go together (up to 20480 bytes), in order
+        if (head.media !== undefined) {
+          st.waiting = st.waiting.slice(1);
+          st.sending = { id, items: [head] };
+          return st.sending;
+        }
+        const cut = st.waiting.findIndex((i) => i.media !== undefined);
+        const texts = cut < 0 ? st.waiting : st.waiting.slice(0, cut);
+        const { post, leftovers } = planPost(texts);
+        st.waiting = [...leftovers, ...(cut < 0 ? [] : st.waiting.slice(cut))];
         if (post === undefined) return undefined;
-        st.sending = { id: `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`, items: post.items };
+        st.sending = { id, items: post.items };
         return st.sending;
       });
       if (next === undefined) break;
@@ -301,11 +314,32 @@ export class BotWsPusher {
     if (rest !== "") st.waiting.unshift({ text: rest, entryId: 0, cont: true });
   }
 
+  /** The body of a planned message: a file (uploaded now, or its media_id reused), or the texts. */
+  async #bodyOf(sending: { items: BotItem[] }): Promise<JsonObject | undefined> {
+    const file = sending.items[0]?.media;
+    if (file === undefined) return planPost(sending.items).post?.body;
+    if (this.#o.media === undefined) throw new MediaRefusedError("this gateway cannot upload files for the bot");
+    const m = await this.#o.media(file.type, file.url);
+    return { msgtype: m.type, [m.type]: { media_id: m.mediaId } };
+  }
+
   /** Send one planned message; true when it is done with (sent, or refused and told). */
   async #sendOne(link: BotWsLink, address: string, sending: { id: string; items: BotItem[] }): Promise<boolean> {
     const chatid = botWsChatId(address);
-    const { post } = planPost(sending.items);
-    if (chatid === undefined || post === undefined) {
+    let body: JsonObject | undefined;
+    try {
+      body = await this.#bodyOf(sending);
+    } catch (e) {
+      const final = e instanceof MediaRefusedError || (e instanceof AgentMediaError && !e.retryable) || (e instanceof AibotWsApiError && !TRANSIENT.has(e.errcode));
+      if (!final) {
+        this.#later(address);
+        this.#o.log.info("an agent's file could not be uploaded yet; tried again later", { bot: this.#o.bot.name, conversation: address, error: (e as Error).message });
+        return false;
+      }
+      await this.#refuse(address, sending, e instanceof AibotWsApiError ? e.errcode : 0, (e as Error).message);
+      return true;
+    }
+    if (chatid === undefined || body === undefined) {
       await this.#update(address, (st) => {
         if (st.sending?.id === sending.id) delete st.sending;
       });
@@ -313,7 +347,7 @@ export class BotWsPusher {
     }
     let ack: AibotAck;
     try {
-      ack = await link.send("aibot_send_msg", { chatid, ...(post.body as JsonObject) });
+      ack = await link.send("aibot_send_msg", { chatid, ...body });
     } catch (e) {
       this.#later(address);
       this.#o.log.info("aibot_send_msg not acknowledged; tried again later", { bot: this.#o.bot.name, conversation: address, error: (e as Error).message });
@@ -331,8 +365,13 @@ export class BotWsPusher {
       this.#later(address);
       return false;
     }
-    // refused for good: the agents are told, in the transaction that drops the message
     this.#o.log.warn("WeCom refused an agent message (aibot_send_msg)", { bot: this.#o.bot.name, conversation: address, errcode: ack.errcode, errmsg: ack.errmsg.slice(0, 200) });
+    await this.#refuse(address, sending, ack.errcode, ack.errmsg);
+    return true;
+  }
+
+  /** A message refused for good: the agents are told, in the transaction that drops it. */
+  async #refuse(address: string, sending: { id: string; items: BotItem[] }, errcode: number, errmsg: string): Promise<void> {
     const item: IngestItem = {
       tenant: this.#o.tenant,
       channel: "bot",
@@ -348,9 +387,9 @@ export class BotWsPusher {
           const now = this.#o.now();
           const entries = sending.items.map((i) =>
               failureNotice(address, i.serviceId, "send_failed", {
-                errcode: ack.errcode,
-                errmsg: ack.errmsg.slice(0, 200),
-                reason: `WeCom refused the bot's message (aibot_send_msg errcode ${ack.errcode})`,
+                errcode,
+                errmsg: errmsg.slice(0, 200),
+                reason: errcode !== 0 ? `WeCom refused the bot's message (errcode ${errcode})` : "the agent's file could not be sent (see errmsg)",
                 ref: i.ref ?? `text: ${[...i.text].slice(0, 200).join("")}`,
               }),
             );
@@ -359,7 +398,6 @@ export class BotWsPusher {
       },
     };
     await this.#o.store.ingest([item], undefined, this.#o.now());
-    return true;
   }
 
   #later(address: string): void {

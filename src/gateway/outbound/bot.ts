@@ -37,6 +37,7 @@ import { BOT_STREAM_MAX_BYTES, type BotReply } from "../../wecom/bot/encode.js";
 import { classifyWeComFailure } from "../../wecom/errcodes.js";
 import type { JsonObject } from "../../wecom/fields.js";
 import { splitUtf8, utf8Length } from "../../wecom/text-split.js";
+import type { WeComMediaType } from "./media.js";
 import { type BotJob, failureNotice, messageRef, type OutboundContext, refusalOf, type Sender, type SendResult, tagValue } from "./types.js";
 
 /** How agent texts are joined in one stream or one response_url message: a blank line. */
@@ -74,6 +75,8 @@ export interface BotItem {
   entryId: number;
   /** The rest of a text whose beginning went elsewhere (a full stream). */
   cont?: boolean;
+  /** An agent's file (long-connection mode): sent on its own with `aibot_send_msg`, never in a stream. */
+  media?: { type: WeComMediaType; url: string };
   /** The agent's ServiceId and message ref (long-connection mode: a later refusal names them). */
   serviceId?: string;
   ref?: string;
@@ -233,7 +236,8 @@ function pieceFitting(text: string, room: number): string {
 function pour(s: BotStreamState, items: BotItem[], now: number, cfg: BotStreamSettings): BotItem[] {
   const rest: BotItem[] = [];
   for (const item of items) {
-    if (s.final !== undefined) {
+    // a file never goes into a stream (a long connection's stream shows no images): it is sent alone
+    if (s.final !== undefined || item.media !== undefined) {
       rest.push(item);
       continue;
     }
@@ -480,6 +484,9 @@ export async function refreshBotStream(store: Store, tenant: string, cfg: BotStr
   return reply ?? unknownStream(ref.streamId, cfg);
 }
 
+/** The MsgTypes an AI bot in websocket mode carries besides text and markdown (uploaded over the connection). */
+export const BOT_WS_MEDIA_TYPES: ReadonlySet<string> = new Set(["image", "file", "voice", "video"]);
+
 /** The shared-state key of a long-connection bot's conversations that have something to push. */
 export function botWsWorkKey(botId: string): string {
   return `botws:${botId}`;
@@ -488,9 +495,20 @@ export function botWsWorkKey(botId: string): string {
 /** Most conversations remembered per bot as having something to push (the oldest are dropped). */
 export const BOT_WS_WORK_MAX = 10_000;
 
-/** The conversations of a bot's work row. */
-export function botWsWorkOf(v: unknown): string[] {
-  return isJsonObject(v) && Array.isArray(v.addresses) ? v.addresses.filter((a): a is string => typeof a === "string") : [];
+/**
+ * The conversations of a bot's work row, each with its mark: every {@link markBotWsWork} raises
+ * it, so that the pusher removes a conversation only when nothing was marked since it looked.
+ */
+export function botWsWorkOf(v: unknown): { address: string; mark: number }[] {
+  if (!isJsonObject(v) || !Array.isArray(v.addresses)) return [];
+  const marks = Array.isArray(v.marks) ? v.marks : [];
+  return v.addresses.flatMap((a, i) => (typeof a === "string" ? [{ address: a, mark: typeof marks[i] === "number" ? (marks[i] as number) : 0 }] : []));
+}
+
+/** The value of a bot's work row. */
+export function botWsWorkRow(list: { address: string; mark: number }[], now: number): StateWrite {
+  const kept = list.slice(-BOT_WS_WORK_MAX);
+  return { value: { addresses: kept.map((x) => x.address), marks: kept.map((x) => x.mark) }, expiresAt: now + BOT_CONVERSATION_TTL_MS };
 }
 
 /**
@@ -500,8 +518,10 @@ export function botWsWorkOf(v: unknown): string[] {
 export async function markBotWsWork(store: Store, tenant: string, botId: string, address: string, now: number): Promise<void> {
   await store.updateState(tenant, botWsWorkKey(botId), null, now, (cur) => {
     const list = botWsWorkOf(cur);
-    if (list.includes(address)) return undefined;
-    return { value: { addresses: [...list, address].slice(-BOT_WS_WORK_MAX) }, expiresAt: now + BOT_CONVERSATION_TTL_MS };
+    const at = list.find((x) => x.address === address);
+    if (at !== undefined) at.mark++;
+    else list.push({ address, mark: 1 });
+    return botWsWorkRow(list, now);
   });
 }
 
@@ -537,12 +557,15 @@ export class BotSender implements Sender {
     if (a?.channel !== "bot") return refuse("not a bot conversation", "the address is not an AI bot's conversation");
     const bot = this.#ctx.config.wecom.bots.find((b) => b.botId === a.botId);
     if (bot === undefined) return refuse("unknown bot", "no bot with this botId is configured (wecom.bots[].botId)");
-    if (body.MsgType !== "text" && body.MsgType !== "markdown") return refuse(`MsgType ${body.MsgType} cannot be sent to a bot`, "an AI bot's conversation carries text and markdown");
+    const media = bot.mode === "websocket" && BOT_WS_MEDIA_TYPES.has(body.MsgType) ? { type: body.MsgType as WeComMediaType, url: body.Content } : undefined;
+    if (body.MsgType !== "text" && body.MsgType !== "markdown" && media === undefined) {
+      return refuse(`MsgType ${body.MsgType} cannot be sent to a bot`, "an AI bot's conversation carries text and markdown (and, in websocket mode, images, files, voice and video)");
+    }
     const card = tagValue(body.Tag, "template_card");
-    const item: BotItem = { text: body.Content, entryId: entry.id };
+    const item: BotItem = media !== undefined ? { text: "", media, entryId: entry.id } : { text: body.Content, entryId: entry.id };
     if (isJsonObject(card)) item.card = card;
     if (tagValue(body.Tag, "finish") === true) item.finish = true;
-    if (item.text === "" && item.card === undefined && item.finish !== true) return { state: "done" };
+    if (item.text === "" && item.card === undefined && item.finish !== true && item.media === undefined) return { state: "done" };
     if (bot.mode === "websocket") {
       item.ref = messageRef(body);
       if (body.ServiceId !== undefined) item.serviceId = body.ServiceId;

@@ -249,7 +249,25 @@ export function agentMediaDeadlineMs(timeoutMs: number): number {
  * @throws AgentMediaError `media_url_refused` (final), `media_fetch_failed` (see its `retryable`)
  * @throws WeComApiError from `media/upload`, of its class
  */
-export async function prepareAgentMedia(ctx: OutboundContext, msgType: WeComMediaType, url: string, credentials: WeComCredentials): Promise<PreparedMedia> {
+export function prepareAgentMedia(ctx: OutboundContext, msgType: WeComMediaType, url: string, credentials: WeComCredentials): Promise<PreparedMedia> {
+  return prepareAgentMediaWith(ctx, msgType, url, { tenant: credentials.corpId, cachePrefix: "", upload: (file) => ctx.wecom.uploadMedia(credentials, file) });
+}
+
+/** Where an agent's file is uploaded: `media/upload` of an app, or an AI bot's long connection. */
+export interface MediaUploader {
+  /** The corp (the cache's tenant). */
+  tenant: string;
+  /** Prefix of the cache key (a bot's media_ids are its own: `aibot:{botId}:`). */
+  cachePrefix: string;
+  /** Upload the downloaded file; WeCom's media_id and created_at (seconds). */
+  upload(file: { type: WeComMediaType; fileName: string; contentType: string; path: string; size: number }): Promise<{ mediaId: string; createdAt?: number }>;
+}
+
+/**
+ * {@link prepareAgentMedia} with any uploader (an AI bot's long connection uploads in chunks).
+ * @throws as {@link prepareAgentMedia}, and what `upload` throws
+ */
+export async function prepareAgentMediaWith(ctx: OutboundContext, msgType: WeComMediaType, url: string, uploader: MediaUploader): Promise<PreparedMedia> {
   let media: Awaited<ReturnType<typeof fetchAgentMedia>>;
   try {
     media = await fetchAgentMedia(url, {
@@ -270,15 +288,15 @@ export async function prepareAgentMedia(ctx: OutboundContext, msgType: WeComMedi
     const format = sniffFormat(await readHead(media.path));
     const type = wecomMediaType(msgType, format, media.size);
     const fileName = uploadFileName(media.fileName, type, format);
-    const tenant = credentials.corpId;
-    const key = uploadCacheKey(type, media.sha256, fileName);
+    const tenant = uploader.tenant;
+    const key = `${uploader.cachePrefix}${uploadCacheKey(type, media.sha256, fileName)}`;
     const cached = await ctx.store.getState(tenant, key, ctx.now());
     if (isCachedUpload(cached) && cached.validUntil > ctx.now()) {
       ctx.log.debug("agent media: media_id reused", { type, bytes: media.size, sha256: media.sha256.slice(0, 12) });
       return { type, mediaId: cached.mediaId, fileName };
     }
     const startedAt = ctx.now();
-    const uploaded = await ctx.wecom.uploadMedia(credentials, { type, fileName, contentType: uploadContentType(format, media.contentType), path: media.path, size: media.size });
+    const uploaded = await uploader.upload({ type, fileName, contentType: uploadContentType(format, media.contentType), path: media.path, size: media.size });
     // WeCom's created_at (seconds) when it gives one, but never later than our own start: a clock
     // ahead of ours must not make us keep a media_id longer than WeCom does
     const createdAt = uploaded.createdAt !== undefined ? Math.min(uploaded.createdAt * 1000, startedAt) : startedAt;
