@@ -89,7 +89,9 @@ const botSchema = z.strictObject({
   wsUrl: z
     .string()
     .url()
-    .refine((u) => /^wss?:\/\//.test(u), { message: "must be a ws:// or wss:// URL" })
+    .refine((u) => /^wss:\/\//.test(u) || /^ws:\/\/(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(\/|$)/.test(u), {
+      message: "must be a wss:// URL (ws:// only to a loopback address: the secret is sent in the first frame)",
+    })
     .default(DEFAULT_BOT_WS_URL),
   /**
    * After another connection took the bot over (`disconnected_event`), wait this long before
@@ -406,6 +408,26 @@ function formProblems(raw: unknown, env: NodeJS.ProcessEnv): string[] {
   return out;
 }
 
+/**
+ * What is wrong with long-connection bots: a botId listed twice when one of them is in websocket
+ * mode (the callbacks of a bot go to the URL or to the connection, and answers would take the
+ * first entry's way).
+ */
+function botWsProblems(cfg: ParsedConfig): string[] {
+  const out: string[] = [];
+  const lists = cfg.wecom.corps !== undefined ? cfg.wecom.corps.map((c, i) => ({ at: `wecom.corps[${i}].bots`, bots: c.bots })) : [{ at: "wecom.bots", bots: cfg.wecom.bots }];
+  const seen = new Map<string, { path: string; websocket: boolean }>();
+  for (const { at, bots } of lists) {
+    bots.forEach((b, j) => {
+      const path = `${at}[${j}].botId`;
+      const first = seen.get(b.botId);
+      if (first === undefined) seen.set(b.botId, { path, websocket: b.mode === "websocket" });
+      else if (first.websocket || b.mode === "websocket") out.push(`${path}: the same as ${first.path} (a bot in websocket mode is configured once: WeCom sends its messages to one connection)`);
+    });
+  }
+  return out;
+}
+
 /** What is wrong across the corps of a many-corps configuration (names by position, never by value). */
 function corpsProblems(cfg: ParsedConfig): string[] {
   const corps = cfg.wecom.corps ?? [];
@@ -482,6 +504,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = {}): Config {
   };
   dup(parsed.wecom.apps, "apps");
   dup(parsed.wecom.bots, "bots");
+  problems.push(...botWsProblems(parsed));
   problems.push(...corpsProblems(parsed));
   if (parsed.delivery.baseDelayMs > parsed.delivery.maxDelayMs) problems.push("delivery.baseDelayMs: must not exceed delivery.maxDelayMs");
   if (problems.length > 0) throw new ConfigError(problems);

@@ -94,6 +94,8 @@ class Peer {
   secret = SECRET;
   /** Terminate this many next connections as soon as they arrive. */
   dropOnArrival = 0;
+  /** Terminate this many next connections as soon as their subscribe's ack is written. */
+  dropAfterSubscribe = 0;
   /** Whether to ack the n-th ping (1-based) of a connection. */
   pingAck: (n: number) => boolean = () => true;
   /** Handles frames other than subscribe and ping; default: ack with errcode 0. */
@@ -128,7 +130,12 @@ class Peer {
 
   #handle(c: PeerConn, f: Frame): void {
     if (f.cmd === "aibot_subscribe") {
-      if (f.body?.bot_id === BOT && f.body?.secret === this.secret) this.ack(c, f.headers.req_id);
+      if (f.body?.bot_id === BOT && f.body?.secret === this.secret) {
+        if (this.dropAfterSubscribe > 0) {
+          this.dropAfterSubscribe--;
+          c.ws.send(JSON.stringify({ headers: { req_id: f.headers.req_id }, errcode: 0, errmsg: "ok" }), () => c.ws.terminate());
+        } else this.ack(c, f.headers.req_id);
+      }
       // echo the wrong secret in errmsg: the client must not log it
       else this.ack(c, f.headers.req_id, 853000, `signature is incorrect, please check if the bot secret is correct (${String(f.body?.secret)})`);
     } else if (f.cmd === "ping") {
@@ -357,7 +364,7 @@ describe("AibotWsClient: heartbeat", () => {
 });
 
 describe("AibotWsClient: reconnects", () => {
-  it("connections dropped before the subscribe: exponential backoff 40, 80, 160, 160 (capped); reset after a subscribe; jitter within [d/2, d]", async () => {
+  it("connections dropped before the subscribe: exponential backoff 40, 80, 160, 160 (capped); a subscribe alone does not reset it; jitter within [d/2, d]", async () => {
     const peer = await startPeer();
     peer.dropOnArrival = 5; // the first connection and four reconnects
     let r = 1; // the top of the jitter range: delays are exact
@@ -371,16 +378,40 @@ describe("AibotWsClient: reconnects", () => {
     for (let i = 1; i < peer.conns.length; i++) expect(peer.conns[i]!.openedAt - peer.conns[i - 1]!.closedAt!).toBeGreaterThanOrEqual(delays[i - 1]! - 1);
     expect(client.counters).toMatchObject({ connects: 1, reconnects: 5 });
 
-    // an abrupt drop of a subscribed connection: the backoff starts again from backoffMinMs, at the bottom of the jitter range
+    // an abrupt drop of a subscribed connection that never had a ping acked: not yet stable, the
+    // backoff stays at the cap (at the bottom of the jitter range: 160 / 2)
     r = 0;
     const before = states.length;
     peer.last.ws.terminate();
     await until("open again", () => client.state === "open" && client.generation === 2);
     const again = states.slice(before);
     expect(again.map((s) => s.state)).toEqual(["backoff", "connecting", "subscribing", "open"]);
-    expect(again[0]!.detail.delayMs).toBe(20);
-    expect(peer.conns[6]!.openedAt - peer.conns[5]!.closedAt!).toBeGreaterThanOrEqual(19);
+    expect(again[0]!.detail.delayMs).toBe(80);
+    expect(peer.conns[6]!.openedAt - peer.conns[5]!.closedAt!).toBeGreaterThanOrEqual(79);
     expect(client.counters).toMatchObject({ connects: 2, reconnects: 6 });
+  });
+
+  it("a link cut right after each subscribe backs off 40, 80, 160, 320 (not backoffMinMs each time); the first ping ack resets the backoff", async () => {
+    const peer = await startPeer();
+    peer.dropAfterSubscribe = 4;
+    const { client, states } = makeClient(peer, { backoffMinMs: 40, backoffMaxMs: 320, pingIntervalMs: 30, random: () => 1 });
+    client.start();
+    await until("fifth connection open", () => client.state === "open" && client.generation === 5, 10_000);
+    // every one of the four cut connections was subscribed
+    expect(client.counters).toMatchObject({ connects: 5, reconnects: 4 });
+    const backoffs = states.filter((s) => s.state === "backoff");
+    expect(backoffs.map((s) => s.detail.delayMs)).toEqual([40, 80, 160, 320]);
+    expect(backoffs.every((s) => s.detail.reason?.startsWith("connection closed"))).toBe(true);
+    // the attempts really were spaced by those delays
+    expect(peer.conns).toHaveLength(5);
+    for (let i = 1; i < peer.conns.length; i++) expect(peer.conns[i]!.openedAt - peer.conns[i - 1]!.closedAt!).toBeGreaterThanOrEqual(backoffs[i - 1]!.detail.delayMs! - 1);
+
+    // the fifth connection stays: its first ping is acked, it is stable, the next drop starts from backoffMinMs again
+    await until("a ping acked", () => logLines().find((l) => l.level === "debug" && l.msg.includes("the backoff is reset")));
+    const before = states.length;
+    peer.last.ws.terminate();
+    await until("open again", () => client.state === "open" && client.generation === 6);
+    expect(states.slice(before).find((s) => s.state === "backoff")?.detail.delayMs).toBe(40);
   });
 
   it("a handshake that never completes times out and is tried again", async () => {
@@ -454,7 +485,7 @@ describe("AibotWsClient: requests and acks", () => {
     expect(sent[0]!.headers.req_id).not.toBe(sent[1]!.headers.req_id);
   });
 
-  it("no ack within ackTimeoutMs → AibotWsTimeoutError; a late ack and an error frame without req_id are logged", async () => {
+  it("no ack within ackTimeoutMs → AibotWsTimeoutError; a late ack is swallowed, an unknown one and an error frame without req_id are logged", async () => {
     const peer = await startPeer();
     const held: Frame[] = [];
     peer.onRequest = (_c, f) => {
@@ -469,7 +500,10 @@ describe("AibotWsClient: requests and acks", () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(55);
     expect(e).toMatchObject({ code: "aibot_ws_timeout", cmd: "aibot_send_msg" });
     peer.ack(peer.last, held[0]!.headers.req_id);
-    await until("late ack logged", () => logLines().find((l) => l.level === "debug" && l.msg.includes("matches no waiting request") && l.reqId === held[0]!.headers.req_id));
+    await until("late ack swallowed", () => logLines().find((l) => l.level === "debug" && l.msg.includes("late ack of a frame that timed out") && l.reqId === held[0]!.headers.req_id));
+    // a second ack on that req_id was owed nothing: unknown
+    peer.ack(peer.last, held[0]!.headers.req_id);
+    await until("unknown ack logged", () => logLines().find((l) => l.level === "debug" && l.msg.includes("matches no waiting request") && l.reqId === held[0]!.headers.req_id));
     peer.ack(peer.last, undefined, 40058, "missing field `body.image.media_id`");
     await until("req_id-less error logged", () => logLines().find((l) => l.level === "warn" && l.errcode === 40058));
     expect(client.state).toBe("open");
@@ -536,11 +570,61 @@ describe("AibotWsClient: respond", () => {
       ["aibot_respond_msg", "R1", "ab", false],
       ["aibot_respond_msg", "R1", "abc", true],
     ]);
-    // the timeout freed the req_id: a fourth frame is sent
+    // after the timeout the req_id is held: a fourth frame waits for the third one's late ack (or the grace)
     const p4 = client.respond(cb.reqId, "aibot_respond_msg", stream("abcd", true), cb.generation);
+    await barrier(client);
+    expect(held).toHaveLength(3);
+    peer.ack(peer.last, "R1", 0, "ok"); // the third frame's late ack: swallowed, it frees the req_id
     await until("fourth frame", () => held.length === 4);
-    peer.ack(peer.last, "R1");
-    expect((await p4).errcode).toBe(0);
+    peer.ack(peer.last, "R1", 846608, "stream message update expired");
+    expect(await p4).toEqual({ errcode: 846608, errmsg: "stream message update expired" });
+  });
+
+  it("a late ack settles nothing: the next frame on the req_id waits for it (then goes at once) or for ackTimeoutMs more (then a stray late ack is still swallowed)", async () => {
+    const peer = await startPeer();
+    const held: Frame[] = [];
+    peer.onRequest = (c, f) => {
+      if (f.cmd === "aibot_respond_msg") held.push(f);
+      else peer.ack(c, f.headers.req_id);
+    };
+    const ackTimeoutMs = 300;
+    const { client } = makeClient(peer, { ackTimeoutMs });
+    client.start();
+    await until("open", () => client.state === "open");
+    const g = client.generation;
+    const stream = (content: string) => ({ msgtype: "stream", stream: { id: "s1", finish: false, content } });
+    const sentAt = (f: Frame) => peer.last.times[peer.last.frames.indexOf(f)]!;
+
+    // 1. the late ack comes within the grace: frame 2 goes right after it, never before
+    const a1 = failureOf(client.respond("RA", "aibot_respond_msg", stream("1"), g), AibotWsTimeoutError);
+    const a2 = client.respond("RA", "aibot_respond_msg", stream("2"), g);
+    await a1;
+    const timedOutAt = performance.now();
+    await quiet(ackTimeoutMs / 3);
+    await barrier(client);
+    expect(held.map((f) => f.body?.stream.content)).toEqual(["1"]);
+    const lateAt = performance.now();
+    peer.ack(peer.last, "RA", 0, "ok"); // frame 1's late ack
+    await until("frame 2", () => held.length === 2);
+    expect(sentAt(held[1]!)).toBeGreaterThanOrEqual(lateAt);
+    expect(sentAt(held[1]!) - timedOutAt).toBeLessThan(ackTimeoutMs); // released by the ack, not by the grace
+    peer.ack(peer.last, "RA", 846608, "stream message update expired");
+    expect(await a2).toEqual({ errcode: 846608, errmsg: "stream message update expired" });
+    expect(logLines().some((l) => l.level === "debug" && l.msg.includes("late ack of a frame that timed out") && l.reqId === "RA" && l.errcode === 0)).toBe(true);
+
+    // 2. no late ack within the grace: frame 2 goes after it; frame 1's ack, coming later still, is swallowed
+    const b1 = failureOf(client.respond("RB", "aibot_respond_msg", stream("1"), g), AibotWsTimeoutError);
+    const b2 = client.respond("RB", "aibot_respond_msg", stream("2"), g);
+    await b1;
+    const bTimedOutAt = performance.now();
+    await until("frame 2 of RB", () => held.filter((f) => f.headers.req_id === "RB").length === 2);
+    const rb = held.filter((f) => f.headers.req_id === "RB");
+    expect(sentAt(rb[1]!) - bTimedOutAt).toBeGreaterThanOrEqual(ackTimeoutMs - 5);
+    peer.ack(peer.last, "RB", 0, "ok"); // frame 1's late ack
+    peer.ack(peer.last, "RB", 846608, "stream message update expired"); // frame 2's ack
+    expect(await b2).toEqual({ errcode: 846608, errmsg: "stream message update expired" });
+    expect(rb.map((f) => f.body?.stream.content)).toEqual(["1", "2"]);
+    expect(client.state).toBe("open");
   });
 
   it("stale generation → AibotWsStaleError at once; at a close the frame in flight rejects Closed, the queued ones Stale", async () => {

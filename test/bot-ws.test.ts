@@ -34,7 +34,7 @@ async function liveStack(bot: Record<string, unknown> = {}, timing: BotWsTiming 
   s = await startStack({
     noGateway: true,
     config: (raw) => {
-      raw.wecom.bots.push({ name: "live", botId: BOT, mode: "websocket", secret: LIVE_SECRET, wsUrl: "ws://placeholder", kickedQuietSec: 1, welcomeText: WELCOME, ...bot });
+      raw.wecom.bots.push({ name: "live", botId: BOT, mode: "websocket", secret: LIVE_SECRET, wsUrl: "ws://127.0.0.1:1/placeholder", kickedQuietSec: 1, welcomeText: WELCOME, ...bot });
     },
     botWs: timing,
   });
@@ -230,9 +230,9 @@ describe("a bot in long-connection mode", () => {
       }, 8000, "both files sent");
       // in order: the PNG as an image (two 512 KiB chunks), the GIF as a file (WeCom takes JPG and PNG images only)
       expect(sends.map((x) => x.msgtype)).toEqual(["image", "file"]);
-      const png1 = st.wecom.botWsMedia((sends[0]?.body.image as { media_id: string }).media_id);
-      expect(png1?.bytes.equals(png)).toBe(true);
-      expect(st.wecom.botWsMedia((sends[1]?.body.file as { media_id: string }).media_id)?.bytes.equals(gif)).toBe(true);
+      const mediaIdOf = (i: number, type: string) => ((sends[i]?.body[type] ?? {}) as { media_id?: string }).media_id ?? "";
+      expect(st.wecom.botWsMedia(mediaIdOf(0, "image"))?.bytes.equals(png)).toBe(true);
+      expect(st.wecom.botWsMedia(mediaIdOf(1, "file"))?.bytes.equals(gif)).toBe(true);
       expect(st.wecom.botWsUploads("live").find((u) => u.type === "image")).toMatchObject({ totalChunks: 2 });
       // the same file again (another message: its own Tag.msgid): its media_id is reused, nothing uploaded twice
       await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "image", Content: `${base}/a.png`, Tag: { msgid: "img-3" } });
@@ -246,6 +246,63 @@ describe("a bot in long-connection mode", () => {
     } finally {
       files.close();
     }
+  });
+
+  it("shows an agent's template card in the stream (stream_with_template_card), once", async () => {
+    const st = await liveStack();
+    const sent = st.wecom.botUserSendsWs("live", { userid: USER, msgtype: "text", text: "帮我选个时间" });
+    await st.omni.waitFor(1);
+    const card = { card_type: "text_notice", main_title: { title: "预约成功" }, card_action: { type: 1, url: "https://example.com" } };
+    await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "text", Content: "请查看卡片", Tag: { template_card: card } });
+    const x = await eventually(() => {
+      const y = streamOf(st, sent.reqId);
+      return y !== undefined && y.templateCards.length > 0 && y.shown === "请查看卡片" ? y : undefined;
+    }, 3000, "the card in the stream");
+    expect(x.templateCards).toEqual([card]);
+    await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "text", Content: "还有吗", Tag: { finish: true } });
+    await eventually(() => streamOf(st, sent.reqId)?.status === "finished", 3000, "the finish");
+    expect(streamOf(st, sent.reqId)?.templateCards).toHaveLength(1);
+    expect(streamOf(st, sent.reqId)?.frames.filter((f) => f.templateCard !== undefined)).toHaveLength(1);
+  });
+
+  it("keeps the stream when WeCom answers a frame with a passing errcode (6000), and sends the frame again", async () => {
+    const st = await liveStack();
+    const sent = st.wecom.botUserSendsWs("live", { userid: USER, msgtype: "text", text: "在吗" });
+    await st.omni.waitFor(1);
+    await eventually(() => streamOf(st, sent.reqId)?.frames.length, 3000, "the placeholder frame");
+    st.wecom.botWsFailNext("live", "aibot_respond_msg", 6000);
+    await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "text", Content: "在的", Tag: { finish: true } });
+    const x = await eventually(() => {
+      const y = streamOf(st, sent.reqId);
+      return y?.status === "finished" ? y : undefined;
+    }, 5000, "the stream finished after the retry");
+    expect(x.shown).toBe("在的");
+    // WeCom did answer 6000 to one of the stream's frames
+    expect(st.wecom.botWsFrames("live").some((f) => f.direction === "out" && f.reqId === sent.reqId && f.errcode === 6000)).toBe(true);
+    expect(st.wecom.botWsSends("live")).toHaveLength(0);
+  });
+
+  it("retries storing a callback while the store fails (WeCom does not send it again), and keeps a conversation's messages in order", async () => {
+    const st = await liveStack();
+    const store = st.gw.store;
+    const real = store.ingest.bind(store);
+    let failures = 2;
+    store.ingest = async (...args: Parameters<typeof real>) => {
+      if (failures > 0) {
+        failures--;
+        throw new Error("connection terminated unexpectedly");
+      }
+      return real(...args);
+    };
+    const first = st.wecom.botUserSendsWs("live", { userid: USER, msgtype: "text", text: "第一条" });
+    const second = st.wecom.botUserSendsWs("live", { userid: USER, msgtype: "text", text: "第二条" });
+    const received = await st.omni.waitFor(2, 8000);
+    expect(received.map((r) => r.body.Content)).toEqual(["第一条", "第二条"]);
+    expect(failures).toBe(0);
+    // the newest message has the conversation's open stream: the agent's answer goes there
+    await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "text", Content: "都收到了", Tag: { finish: true } });
+    await eventually(() => streamOf(st, second.reqId)?.shown === "都收到了", 3000, "the answer in the second stream");
+    expect(streamOf(st, first.reqId)?.shown).not.toContain("都收到了");
   });
 
   it("has no callback URL in websocket mode, and reports the connection in /readyz's details", async () => {

@@ -131,7 +131,19 @@ describe("config", () => {
     ]);
     const bad = exampleConfig();
     bad.wecom.bots = [{ name: "live", botId: "aibLIVE", mode: "websocket", secret: "s", wsUrl: "https://openws.work.weixin.qq.com", kickedQuietSec: 0 }];
-    expect(problems(bad)).toEqual(expect.arrayContaining([expect.stringMatching(/^wecom\.bots\[0\]\.wsUrl: must be a ws:\/\/ or wss:\/\/ URL/), expect.stringMatching(/^wecom\.bots\[0\]\.kickedQuietSec: /)]));
+    expect(problems(bad)).toEqual(expect.arrayContaining([expect.stringMatching(/^wecom\.bots\[0\]\.wsUrl: must be a wss:\/\/ URL/), expect.stringMatching(/^wecom\.bots\[0\]\.kickedQuietSec: /)]));
+    // the secret never crosses a network in clear: ws:// only to this machine
+    bad.wecom.bots[0].kickedQuietSec = 60;
+    bad.wecom.bots[0].wsUrl = "ws://openws.work.weixin.qq.com";
+    expect(problems(bad)).toEqual([expect.stringMatching(/^wecom\.bots\[0\]\.wsUrl: must be a wss:\/\/ URL \(ws:\/\/ only to a loopback address/)]);
+    for (const u of ["ws://127.0.0.1:9000/aibot/ws", "ws://localhost:9000", "ws://[::1]:9000/x"]) {
+      bad.wecom.bots[0].wsUrl = u;
+      expect(problems(bad)).toEqual([]);
+    }
+    // one entry per websocket bot (WeCom sends its messages to one connection)
+    const twice = exampleConfig();
+    twice.wecom.bots.push({ name: "live", botId: "aib123", mode: "websocket", secret: "s" });
+    expect(problems(twice)).toEqual([expect.stringMatching(/^wecom\.bots\[1\]\.botId: the same as wecom\.bots\[0\]\.botId \(a bot in websocket mode is configured once/)]);
     bad.wecom.bots[0].mode = "longpoll";
     expect(problems(bad)).toEqual(expect.arrayContaining([expect.stringMatching(/^wecom\.bots\[0\]\.mode: /)]));
   });

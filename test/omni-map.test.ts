@@ -21,6 +21,18 @@ function mapped(m: UnifiedMessage, url?: string) {
 }
 
 describe("mapping to the 全媒体", () => {
+  it("never passes a long-connection bot's file keys (aeskey) to the 全媒体, in media or in unknown payloads", () => {
+    const base = { msgid: "m1", aibotid: "aibLIVE", chattype: "single", from: { userid: "lisi" } };
+    const img = decodeBotCallback({ ...base, msgtype: "image", image: { url: "https://example.com/x", aeskey: "S2V5S2V5S2V5S2V5S2V5S2V5S2V5S2V5S2V5S2V5S2U=" } }, { receivedAt: 1 });
+    expect(img.content.type === "image" && img.content.media?.aesKey).toBe("S2V5S2V5S2V5S2V5S2V5S2V5S2V5S2V5S2V5S2V5S2U=");
+    for (const url of [undefined, "https://bridge.example.com/media/1"]) expect(JSON.stringify(mapped(img, url).body)).not.toMatch(/aes_?key/i);
+    const odd = decodeBotCallback({ ...base, msgtype: "hologram", hologram: { parts: [{ url: "u", aeskey: "secret-key" }] }, quote: { image: { aeskey: "k2" } } }, { receivedAt: 1 });
+    const r = mapped(odd);
+    expect(r.Content).toBe("[unsupported message type: hologram]");
+    expect(JSON.stringify(r.body)).not.toMatch(/aeskey|secret-key|k2/);
+    expect(JSON.stringify(r.data)).toContain('"url":"u"');
+  });
+
   it("text: Content is the text, FromUserId the conversation address, Tag the channel data", () => {
     const m = app("msg-text.xml");
     const r = mapped(m);

@@ -7,12 +7,17 @@
  *   {@link AibotWsClient.respond} refuses a req_id of an older generation at once.
  * - Reconnects for ever: capped exponential backoff with jitter after a lost connection; the
  *   longest backoff after a refused subscribe (a secret may be fixed at any time); a quiet period
- *   after `disconnected_event` (another connection took the bot over: never fight it).
+ *   after `disconnected_event` (another connection took the bot over: never fight it). The backoff
+ *   starts again from `backoffMinMs` only once a connection proved stable (a ping acked with
+ *   errcode 0), not at the subscribe: a link cut right after each subscribe (a NAT or proxy,
+ *   846609) backs off like any other failure.
  * - Heartbeat: a `ping` every `pingIntervalMs`; two pings in a row without an ack mean the link is
  *   dead: the socket is terminated and a new one made.
  * - Every request waits for its ack (matched by req_id) at most `ackTimeoutMs`. Frames that share a
  *   req_id (the parts of one answer) go one at a time, each after the previous one's ack, error or
- *   timeout, because an ack names only the req_id.
+ *   timeout, because an ack names only the req_id. A timed-out frame is still owed its ack: the
+ *   next ack on that req_id is its late ack and is swallowed (it settles nothing), and the next
+ *   frame on that req_id waits for it, or for `ackTimeoutMs` more, before it is sent.
  * - The reader never waits: callbacks are handed to `onInbound` synchronously, its exceptions are
  *   caught and logged.
  * - The secret appears in no log line and no error; frames are never logged, only their command,
@@ -90,7 +95,10 @@ export interface AibotWsOptions {
   pingIntervalMs?: number;
   /** How long a request, a respond or a ping waits for its ack, ms. Default 10 000. */
   ackTimeoutMs?: number;
-  /** First reconnect delay, ms (doubled at each failed attempt). Default 1 000. */
+  /**
+   * First reconnect delay, ms, doubled at each further attempt until a connection proves stable
+   * (its first ping acked with errcode 0: a subscribe alone does not reset the backoff). Default 1 000.
+   */
   backoffMinMs?: number;
   /** Longest reconnect delay, ms; also the delay after a refused subscribe. Default 30 000. */
   backoffMaxMs?: number;
@@ -227,6 +235,8 @@ const MAX_PAYLOAD_BYTES = 4 * 1024 * 1024;
 const CLOSE_GRACE_MS = 2000;
 /** Most requests waiting for their acks at once (each is also bounded by `ackTimeoutMs`). */
 const MAX_PENDING = 10_000;
+/** Most req_ids remembered as owed a late ack (the oldest is forgotten beyond). */
+const MAX_OWED = 10_000;
 /** "aibot websocket not subscribed": the socket is open but the server no longer serves it. */
 const ERRCODE_NOT_SUBSCRIBED = 846609;
 /** Misses of the heartbeat that declare a connection dead. */
@@ -264,7 +274,10 @@ interface RespondQueue {
   reqId: string;
   generation: number;
   items: QueuedFrame[];
+  /** A frame is in flight, or the req_id is held after a timeout (`graceTimer`). */
   busy: boolean;
+  /** Set while the req_id is held after a timeout: until the late ack, or this timer (`ackTimeoutMs`). */
+  graceTimer?: NodeJS.Timeout;
 }
 
 /** The text of an error, for a log line. */
@@ -298,10 +311,16 @@ export class AibotWsClient {
   #running = false;
   #conn: Conn | undefined;
   #reconnectTimer: NodeJS.Timeout | undefined;
-  /** Failed attempts since the last successful subscribe (the backoff exponent). */
+  /** Attempts since the last connection that proved stable (a ping acked): the backoff exponent. */
   #attempt = 0;
   readonly #pending = new Map<string, Pending>();
   readonly #queues = new Map<string, RespondQueue>();
+  /**
+   * req_id → frames on it that timed out (or whose wait was given up) and whose late ack may still
+   * come: that many next acks on the req_id are swallowed. Entries go at 0, at a close, or beyond
+   * MAX_OWED (oldest first).
+   */
+  readonly #owed = new Map<string, number>();
   /** Sockets being closed (their close handshake may outlive the client's use of them). */
   readonly #closing = new Set<Promise<void>>();
 
@@ -342,6 +361,7 @@ export class AibotWsClient {
   start(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#attempt = 0;
     this.#connect(false);
   }
 
@@ -384,7 +404,9 @@ export class AibotWsClient {
   /**
    * Answer a callback on its req_id and wait for the ack (resolves with it whatever its errcode).
    * Frames of one req_id are sent one at a time, in call order: each after the previous one's ack,
-   * error or timeout.
+   * error or timeout. After a timeout the req_id is held: the next frame waits for the timed-out
+   * frame's late ack (swallowed: it settles nothing) or for `ackTimeoutMs` more, so that a late ack
+   * never settles the wrong frame.
    * @param reqId the callback's req_id
    * @param cmd `aibot_respond_msg` (a message), `aibot_respond_welcome_msg` (enter_chat),
    *   `aibot_respond_update_msg` (template_card_event)
@@ -500,7 +522,6 @@ export class AibotWsClient {
       conn.subscribed = true;
       this.#generation++;
       this.#counters.connects++;
-      this.#attempt = 0;
       this.#log.info("aibot ws: subscribed", { generation: this.#generation });
       this.#setState("open", { reason: "subscribed" });
       conn.pingTimer = setInterval(() => this.#ping(conn), this.#pingIntervalMs);
@@ -524,6 +545,11 @@ export class AibotWsClient {
     this.#request(conn, AIBOT_CMD.ping, reqId, buildAibotPing(reqId), this.#ackTimeoutMs, (r) => {
       if (conn.pingReqId === reqId) conn.pingReqId = undefined;
       if (r instanceof AibotWsTimeoutError && conn === this.#conn) this.#missedPing(conn);
+      else if (!(r instanceof Error) && r.errcode === 0 && conn === this.#conn && this.#attempt !== 0) {
+        // the link carried a heartbeat both ways: it is stable, the backoff starts again from the bottom
+        this.#attempt = 0;
+        this.#log.debug("aibot ws: the connection is stable; the backoff is reset", { generation: this.#generation });
+      }
     });
   }
 
@@ -565,7 +591,10 @@ export class AibotWsClient {
     conn.pingTimer = undefined;
     const queues = [...this.#queues.values()];
     this.#queues.clear();
+    this.#owed.clear();
     for (const q of queues) {
+      if (q.graceTimer !== undefined) clearTimeout(q.graceTimer);
+      q.graceTimer = undefined;
       for (const item of q.items.splice(0)) item.reject(new AibotWsStaleError(item.cmd, `generation ${q.generation} closed before this frame was sent`));
     }
     const pending = [...this.#pending.values()];
@@ -641,7 +670,7 @@ export class AibotWsClient {
     const now = Date.now();
     for (let n = 0; ; n++) {
       const id = newAibotReqId(cmd, this.#random, now, n);
-      if (!this.#pending.has(id) && !this.#queues.has(id)) return id;
+      if (!this.#pending.has(id) && !this.#queues.has(id) && !this.#owed.has(id)) return id;
     }
   }
 
@@ -653,6 +682,7 @@ export class AibotWsClient {
       timer: setTimeout(() => {
         if (this.#pending.get(reqId) !== entry) return;
         this.#pending.delete(reqId);
+        this.#owe(reqId);
         settle(new AibotWsTimeoutError(cmd, timeoutMs));
       }, timeoutMs),
     };
@@ -666,13 +696,34 @@ export class AibotWsClient {
     });
   }
 
-  /** Drop the wait for `reqId` without settling it; true when there was one. */
+  /** Drop the wait for `reqId` without settling it (its late ack is then owed); true when there was one. */
   #forget(reqId: string): boolean {
     const p = this.#pending.get(reqId);
     if (p === undefined) return false;
     clearTimeout(p.timer);
     this.#pending.delete(reqId);
+    this.#owe(reqId);
     return true;
+  }
+
+  /** Remember that a frame on `reqId` was given up while its ack may still come. */
+  #owe(reqId: string): void {
+    const n = this.#owed.get(reqId) ?? 0;
+    if (n === 0 && this.#owed.size >= MAX_OWED) {
+      const oldest = this.#owed.keys().next();
+      if (oldest.done !== true) this.#owed.delete(oldest.value);
+    }
+    this.#owed.set(reqId, n + 1);
+  }
+
+  /** End the hold of a req_id after a timeout (late ack or grace over) and send its next frame. */
+  #release(q: RespondQueue, why: string): void {
+    if (q.graceTimer === undefined) return;
+    clearTimeout(q.graceTimer);
+    q.graceTimer = undefined;
+    q.busy = false;
+    this.#log.debug("aibot ws: a req_id held after a timeout is free again", { reqId: q.reqId, why, queued: q.items.length });
+    this.#pump(q);
   }
 
   /** Send the next frame queued on a req_id, when none is in flight. */
@@ -691,9 +742,15 @@ export class AibotWsClient {
     }
     q.busy = true;
     this.#request(conn, item.cmd, q.reqId, buildAibotFrame(item.cmd, q.reqId, item.body), this.#ackTimeoutMs, (r) => {
-      q.busy = false;
       if (r instanceof Error) item.reject(r);
       else item.resolve(r);
+      if (r instanceof AibotWsTimeoutError && this.#queues.get(q.reqId) === q) {
+        // the timed-out frame's ack may still come, and would settle the next frame: hold the req_id
+        // (busy) until that late ack or for ackTimeoutMs more
+        q.graceTimer = setTimeout(() => this.#release(q, "grace over"), this.#ackTimeoutMs);
+        return;
+      }
+      q.busy = false;
       this.#pump(q);
     });
   }
@@ -723,16 +780,28 @@ export class AibotWsClient {
         return;
       }
     }
-    const p = this.#pending.get(reqId);
-    if (p === undefined) {
-      this.#log.debug("aibot ws: an ack that matches no waiting request (late or unknown)", { reqId, errcode: frame.errcode });
-      return;
+    let cmd: string | undefined;
+    const owed = this.#owed.get(reqId);
+    if (owed !== undefined) {
+      // acks of one req_id come in order: the first ones are those of its timed-out frames
+      if (owed <= 1) this.#owed.delete(reqId);
+      else this.#owed.set(reqId, owed - 1);
+      this.#log.debug("aibot ws: the late ack of a frame that timed out, swallowed: it settles nothing", { reqId, errcode: frame.errcode });
+      const q = this.#queues.get(reqId);
+      if (q !== undefined) this.#release(q, "late ack");
+    } else {
+      const p = this.#pending.get(reqId);
+      if (p === undefined) {
+        this.#log.debug("aibot ws: an ack that matches no waiting request (unknown)", { reqId, errcode: frame.errcode });
+        return;
+      }
+      this.#pending.delete(reqId);
+      clearTimeout(p.timer);
+      cmd = p.cmd;
+      p.settle(ack);
     }
-    this.#pending.delete(reqId);
-    clearTimeout(p.timer);
-    p.settle(ack);
     if (ack.errcode === ERRCODE_NOT_SUBSCRIBED && conn.subscribed && conn === this.#conn) {
-      this.#log.warn("aibot ws: WeCom no longer treats this connection as subscribed (846609); reconnecting", { cmd: p.cmd });
+      this.#log.warn("aibot ws: WeCom no longer treats this connection as subscribed (846609); reconnecting", { cmd: cmd ?? "(late ack)" });
       this.#lose(conn, "terminate", "backoff", "846609 not subscribed");
     }
   }

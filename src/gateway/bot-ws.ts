@@ -16,6 +16,7 @@
  * WeCom's 5 s).
  * @module
  */
+import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { AibotWsClient, AibotWsNotOpenError, type AibotWsOptions, type AibotInbound, type AibotWsState } from "../clients/aibot-ws.js";
 import type { BotConfig } from "../config.js";
@@ -28,12 +29,21 @@ import { markBotWsWork, openBotStream } from "./outbound/bot.js";
 import { type BotWsLink, BotWsPusher } from "./outbound/bot-ws.js";
 import { prepareAgentMediaWith, type WeComMediaType } from "./outbound/media.js";
 import type { OutboundContext } from "./outbound/types.js";
+import { mediaRefs } from "./omni-map.js";
 import { messageItem } from "./pipeline.js";
 
 /** How long a bot's lease lasts without renewal, ms: another replica connects within this after a holder dies. */
 export const BOT_WS_LEASE_MS = 20_000;
 /** How often the holder renews its lease, ms. */
 const RENEW_MS = 5_000;
+/** A renewal that failed keeps the connection until this long before the lease runs out, ms. */
+const LEASE_MARGIN_MS = 2_000;
+/** A holder whose connection stays not open this long hands the bot over, ms. */
+const STUCK_MS = 120_000;
+/** How long a callback's storing is retried while the store fails, ms (WeCom does not send it again). */
+const INBOUND_RETRY_MS = 5 * 60_000;
+/** Most conversations with callbacks being handled at once. */
+const MAX_CHAINS = 10_000;
 /** How often a replica without the lease tries to take it, ms. */
 export const BOT_WS_STANDBY_MS = 5_000;
 
@@ -85,6 +95,16 @@ export class BotWsConnector {
   #reconnects = 0;
   #kicks = 0;
   #turn: Promise<void> | undefined;
+  /** Until when the lease is ours (the last successful renewal plus its length). */
+  #heldUntil = 0;
+  /** Since when this holder's connection has not been open (not kicked). */
+  #notOpenSince: number | undefined;
+  /** No try for the lease before this (after handing the bot to another replica). */
+  #pausedUntil = 0;
+  /** Random per client: connection ids never repeat within a process (generations restart at 1). */
+  #clientNonce = "";
+  /** Callbacks being handled, one chain per conversation (in order; their store writes retried). */
+  readonly #chains = new Map<string, Promise<void>>();
 
   /** @param o the corp context, the bot, the leases */
   constructor(o: BotWsConnectorOptions) {
@@ -140,6 +160,7 @@ export class BotWsConnector {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.#turn;
+    await Promise.allSettled([...this.#chains.values()]);
     await this.#disconnect();
     await this.#o.leases.release(this.#o.ctx.tenant, this.#lease).catch(() => undefined);
   }
@@ -174,18 +195,43 @@ export class BotWsConnector {
 
   /** Take or renew the lease; connect when it became ours, disconnect when it is lost. */
   async #leaseTurn(): Promise<void> {
-    let mine = false;
+    const now = this.#o.ctx.now();
+    if (now < this.#pausedUntil) return;
+    let mine: boolean | undefined;
     try {
       mine = await this.#o.leases.acquire(this.#o.ctx.tenant, this.#lease, this.#leaseMs);
+      if (mine) this.#heldUntil = now + this.#leaseMs;
     } catch (e) {
-      this.#o.ctx.log.warn("bot lease could not be renewed: its connection is closed", { bot: this.#o.bot.name, error: (e as Error).message });
+      // the store did not answer: the lease is still ours until it runs out (then another may take it)
+      this.#o.ctx.log.warn("bot lease could not be renewed", { bot: this.#o.bot.name, error: (e as Error).message, heldForMs: Math.max(0, this.#heldUntil - now) });
+      mine = this.#client !== undefined && now < this.#heldUntil - LEASE_MARGIN_MS;
     }
     if (this.#stopped) return;
     if (mine && this.#client === undefined) this.#connect();
     else if (!mine && this.#client !== undefined) {
-      this.#o.ctx.log.warn("bot lease lost: closing its connection (another replica holds it)", { bot: this.#o.bot.name });
+      this.#o.ctx.log.warn("bot lease lost: closing its connection (another replica may hold it)", { bot: this.#o.bot.name });
       await this.#disconnect();
+    } else if (mine && this.#client !== undefined) await this.#handBackIfStuck(now);
+  }
+
+  /**
+   * A holder that cannot open its connection for {@link STUCK_MS} (WeCom unreachable from here, a
+   * refused secret) hands the bot to another replica for one lease period, unless it was kicked
+   * (then it waits on purpose).
+   */
+  async #handBackIfStuck(now: number): Promise<void> {
+    const state = this.#client?.state;
+    if (state === "open" || state === "kicked") {
+      this.#notOpenSince = undefined;
+      return;
     }
+    this.#notOpenSince ??= now;
+    if (now - this.#notOpenSince < STUCK_MS) return;
+    this.#o.ctx.log.warn("bot connection not open for minutes: handing the bot to another replica", { bot: this.#o.bot.name, state });
+    this.#notOpenSince = undefined;
+    await this.#disconnect();
+    await this.#o.leases.release(this.#o.ctx.tenant, this.#lease).catch(() => undefined);
+    this.#pausedUntil = now + this.#leaseMs + (this.#o.timing?.standbyMs ?? BOT_WS_STANDBY_MS);
   }
 
   #connect(): void {
@@ -206,6 +252,7 @@ export class BotWsConnector {
     };
     const t = this.#o.timing ?? {};
     for (const k of ["pingIntervalMs", "ackTimeoutMs", "backoffMinMs", "backoffMaxMs"] as const) if (t[k] !== undefined) opts[k] = t[k];
+    this.#clientNonce = randomBytes(4).toString("hex");
     this.#client = this.#o.client !== undefined ? this.#o.client(opts) : new AibotWsClient(opts);
     this.#client.start();
     this.pusher.start();
@@ -228,32 +275,71 @@ export class BotWsConnector {
     if (c === undefined || c.state !== "open") return undefined;
     const generation = c.generation;
     return {
-      conn: `${this.#o.leases.holder}:${generation}`,
+      conn: this.#connId(generation),
       respond: (reqId, cmd, body) => c.respond(reqId, cmd, body, generation),
       send: (cmd, body) => c.send(cmd, body),
     };
   }
 
-  /** A callback frame (never blocks the reader: the work runs on its own). */
+  /** The id of a connection of this process: its req_ids are valid on it only. */
+  #connId(generation: number): string {
+    return `${this.#o.leases.holder}:${this.#clientNonce}:${generation}`;
+  }
+
+  /**
+   * A callback frame (never blocks the reader: the work runs on its own). A conversation's
+   * callbacks are handled in order; storing one is retried while the store fails (WeCom does not
+   * send a long-connection callback again), up to {@link INBOUND_RETRY_MS}.
+   */
   #inbound(f: AibotInbound): void {
-    const run = f.cmd === "aibot_event_callback" ? this.#event(f) : f.cmd === "aibot_msg_callback" ? this.#message(f) : undefined;
-    if (run === undefined) {
+    const handle = f.cmd === "aibot_event_callback" ? () => this.#event(f) : f.cmd === "aibot_msg_callback" ? () => this.#message(f) : undefined;
+    if (handle === undefined) {
       this.#o.ctx.log.info("bot long connection: frame ignored", { bot: this.#o.bot.name, cmd: f.cmd.slice(0, 64) });
       return;
     }
-    run.catch((e: unknown) => this.#o.ctx.log.warn("bot callback over the long connection failed", { bot: this.#o.bot.name, cmd: f.cmd, error: (e as Error).message }));
+    const from = f.body.from as Record<string, unknown> | undefined;
+    const key = String(f.body.chatid ?? from?.userid ?? "");
+    if (!this.#chains.has(key) && this.#chains.size >= MAX_CHAINS) {
+      this.#o.ctx.log.error("bot callback dropped: too many conversations waiting for the store", { bot: this.#o.bot.name, msgid: String(f.body.msgid ?? "") });
+      return;
+    }
+    const run = (this.#chains.get(key) ?? Promise.resolve()).then(() => this.#withRetry(f, handle));
+    this.#chains.set(key, run);
+    void run.finally(() => {
+      if (this.#chains.get(key) === run) this.#chains.delete(key);
+    });
+  }
+
+  async #withRetry(f: AibotInbound, handle: () => Promise<void>): Promise<void> {
+    const deadline = this.#o.ctx.now() + INBOUND_RETRY_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await handle();
+        return;
+      } catch (e) {
+        const msgid = String(f.body.msgid ?? "").slice(0, 64);
+        if (this.#stopped || this.#o.ctx.now() >= deadline) {
+          this.#o.ctx.log.error("bot callback over the long connection could not be stored: it is lost", { bot: this.#o.bot.name, cmd: f.cmd, msgid, error: (e as Error).message });
+          return;
+        }
+        this.#o.ctx.log.warn("bot callback could not be stored yet; trying again", { bot: this.#o.bot.name, cmd: f.cmd, msgid, attempt, error: (e as Error).message });
+        await new Promise((r) => setTimeout(r, Math.min(30_000, 250 * 2 ** Math.min(attempt, 7))).unref?.());
+      }
+    }
   }
 
   async #message(f: AibotInbound): Promise<void> {
     const { ctx, bot } = this.#o;
     const msg = decodeBotCallback(f.body, { receivedAt: ctx.now() });
     if (msg.content.type === "event") return this.#storeEvent(f);
+    // a long-connection file is encrypted with its own key; one without a key is plain
+    for (const ref of mediaRefs(msg.content)) if (ref.aesKey === undefined) ref.encrypted = false;
     const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "bot", bot: bot.name }, (m) => ({ entries: handoffEntries(ctx.config.handoff, m) })));
     ctx.countStored("bot", r.stored);
-    const conn = `${this.#o.leases.holder}:${f.generation}`;
+    const conn = this.#connId(f.generation);
     await openBotStream(ctx.store, ctx.tenant, bot, { botId: msg.botId, streamId: botStreamId(msg.botId, msg.id), msgid: msg.id, address: msg.conversationId, ws: { reqId: f.reqId, conn } }, ctx.now());
     await markBotWsWork(ctx.store, ctx.tenant, bot.botId, msg.conversationId, ctx.now());
-    this.pusher.wake();
+    this.pusher.pushNow(msg.conversationId);
   }
 
   async #event(f: AibotInbound): Promise<void> {

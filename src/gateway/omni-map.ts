@@ -38,6 +38,15 @@ export type MediaResolution = { url: string; file?: MediaFileInfo } | { unavaila
  */
 export type MediaUrlResolver = (index: number) => string | MediaResolution | undefined;
 
+/** A copy of a raw payload without any `aeskey` (a long-connection bot's file keys, however deep). */
+export function withoutAesKeys(value: unknown, depth = 0): unknown {
+  if (depth > 32 || typeof value !== "object" || value === null) return value;
+  if (Array.isArray(value)) return value.map((v) => withoutAesKeys(v, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) if (k.toLowerCase() !== "aeskey") out[k] = withoutAesKeys(v, depth + 1);
+  return out;
+}
+
 /** A media reference without a long-connection bot's file key. */
 function withoutKey(ref: MediaRef): MediaRef {
   const { aesKey: _, ...rest } = ref;
@@ -143,7 +152,7 @@ function mapContent(content: Content, url: MediaUrlResolver, base: number): Mapp
     case "stream_refresh":
       return { MsgType: "event", Content: "stream_refresh", data: content };
     case "unknown":
-      return { MsgType: "text", Content: `[unsupported message type: ${content.msgType}]`, data: { msgType: content.msgType, raw: content.raw } };
+      return { MsgType: "text", Content: `[unsupported message type: ${content.msgType}]`, data: { msgType: content.msgType, raw: withoutAesKeys(content.raw) } };
   }
 }
 

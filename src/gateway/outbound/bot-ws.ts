@@ -77,7 +77,9 @@ export interface BotWsPusherOptions {
 /** WeCom errcodes after which a stream cannot be updated any more. */
 const STREAM_GONE = new Set([846608, 846605]);
 /** WeCom errcodes worth trying again later (the connection is not subscribed, busy). */
-const TRANSIENT = new Set([846609, 6000, -1, 45009, 45033]);
+const TRANSIENT = new Set([846609, 846601, 846602, 6000, -1, 45009, 45033]);
+/** Stream frames in a row without an answer before the stream is given up. */
+const MAX_FRAME_TIMEOUTS = 3;
 /** Conversations pushed at once. */
 const PARALLEL = 8;
 
@@ -175,13 +177,14 @@ export class BotWsPusher {
     if (this.#o.link() === undefined) return;
     const list = botWsWorkOf(await store.getState(tenant, botWsWorkKey(bot.botId), this.#o.now()));
     const finished = new Map<string, number>();
-    for (let i = 0; i < list.length; i += PARALLEL) {
-      await Promise.all(
-        list.slice(i, i + PARALLEL).map(async ({ address, mark }) => {
-          if (await this.#conversation(address)) finished.set(address, mark);
-        }),
-      );
-    }
+    // at most PARALLEL at once, each taking the next as it ends (a slow one holds up no batch)
+    let next = 0;
+    const worker = async () => {
+      for (let x = list[next++]; x !== undefined; x = list[next++]) {
+        if (await this.#conversation(x.address)) finished.set(x.address, x.mark);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, list.length) }, worker));
     if (finished.size === 0) return;
     const now = this.#o.now();
     // a conversation marked again while it was pushed stays listed (its new work is not lost)
@@ -210,10 +213,18 @@ export class BotWsPusher {
     let out: T | undefined;
     await this.#o.store.updateState(this.#o.tenant, botConversationKey(address), address, now, (cur) => {
       const st = asConversation(cur) ?? emptyConversation();
+      const before = cur === undefined ? JSON.stringify(emptyConversation()) : JSON.stringify(st);
       out = decide(st, now);
-      return written(st, now);
+      // written only when the decision changed it (a tick that finds nothing to do writes nothing)
+      return JSON.stringify(st) === before ? undefined : written(st, now);
     });
     return out as T;
+  }
+
+  /** Push one conversation now, outside the pass (a new message's placeholder waits for no other). */
+  pushNow(address: string): void {
+    if (this.#stopped || this.#o.link() === undefined) return;
+    void this.#conversation(address);
   }
 
   async #push(address: string): Promise<boolean> {
@@ -222,45 +233,62 @@ export class BotWsPusher {
     const bot = this.#o.bot;
     // 1. the streams: close the due ones, give up those of other connections, find frames to send
     const frames = await this.#update(address, (st, now) => {
-      const out: { streamId: string; reqId: string; content: string; finish: boolean }[] = [];
+      const out: { streamId: string; reqId: string; content: string; finish: boolean; card?: JsonObject }[] = [];
       for (const s of st.streams) {
         if (s.ws === undefined || s.ws.done) continue;
         closeIfDue(s, now, bot);
-        if (s.ws.conn !== link.conn) {
+        // its req_id died with its connection (a reconnect, another replica's), or WeCom never answers it
+        if (s.ws.conn !== link.conn || (s.ws.timeouts ?? 0) >= MAX_FRAME_TIMEOUTS) {
           this.#giveUp(st, s, now);
           continue;
         }
+        const card = s.card !== undefined && s.cardSent !== true ? s.card : undefined;
         const { reply } = answer(s, now, bot);
+        // the card counts as shown once WeCom acknowledged the frame that carried it
+        if (card !== undefined) s.cardSent = false;
         const content = (reply.type === "stream" ? reply.content : reply.type === "stream_with_template_card" ? reply.stream.content : "") ?? "";
         const finish = s.final !== undefined;
         const sent = s.ws.sent;
-        if (sent !== undefined && sent.content === content && sent.finish === finish) {
+        if (card === undefined && sent !== undefined && sent.content === content && sent.finish === finish) {
           if (finish) s.ws.done = true;
           continue;
         }
-        out.push({ streamId: s.id, reqId: s.ws.reqId, content, finish });
+        out.push({ streamId: s.id, reqId: s.ws.reqId, content, finish, ...(card !== undefined ? { card } : {}) });
       }
       return out;
     });
     for (const f of frames) {
+      const stream = { id: f.streamId, finish: f.finish, content: f.content };
       let ack: AibotAck;
       try {
-        ack = await link.respond(f.reqId, "aibot_respond_msg", { msgtype: "stream", stream: { id: f.streamId, finish: f.finish, content: f.content } });
+        ack = await link.respond(f.reqId, "aibot_respond_msg", f.card !== undefined ? { msgtype: "stream_with_template_card", stream, template_card: f.card } : { msgtype: "stream", stream });
       } catch (e) {
-        // no answer (timeout, closed, a stale connection): the next pass decides again
+        // no answer (timeout, closed, a stale connection): the next pass decides again; after a
+        // few timeouts in a row the stream is given up (its text goes as a message)
         this.#o.log.info("bot stream frame not acknowledged", { bot: bot.name, conversation: address, error: (e as Error).message });
+        await this.#update(address, (st) => {
+          const s = st.streams.find((x) => x.id === f.streamId);
+          if (s?.ws !== undefined && s.ws.reqId === f.reqId) s.ws.timeouts = (s.ws.timeouts ?? 0) + 1;
+        });
         return false;
       }
       this.#o.onResult?.("aibot_respond_msg", ack.errcode);
+      if (TRANSIENT.has(ack.errcode)) {
+        // busy, or the connection is being replaced: the same frame again on the next pass
+        this.#later(address);
+        return false;
+      }
       await this.#update(address, (st, now) => {
         const s = st.streams.find((x) => x.id === f.streamId);
         if (s?.ws === undefined || s.ws.reqId !== f.reqId) return;
         if (ack.errcode === 0) {
           s.ws.sent = { content: f.content, finish: f.finish };
+          s.ws.timeouts = 0;
+          if (f.card !== undefined) s.cardSent = true;
           if (f.finish) s.ws.done = true;
           return;
         }
-        // expired, req_id gone, or refused: the rest goes with aibot_send_msg
+        // expired (846608), req_id gone (846605), or refused for good: the rest goes with aibot_send_msg
         this.#o.log.warn("WeCom refused a stream frame: what the user has not seen goes as a message", {
           bot: bot.name,
           conversation: address,
@@ -311,7 +339,14 @@ export class BotWsPusher {
     if (s.final === undefined) finishStream(s, "superseded", now, this.#o.bot);
     const rest = unseenOf(s, this.#o.bot);
     s.ws.done = true;
-    if (rest !== "") st.waiting.unshift({ text: rest, entryId: 0, cont: true });
+    const unseen: BotItem[] = [];
+    if (rest !== "") unseen.push({ text: rest, entryId: 0, cont: true, ...(s.origin ?? {}) });
+    // a card no frame showed goes too (as a template_card message)
+    if (s.card !== undefined && s.cardSent !== true) {
+      unseen.push({ text: "", card: s.card, entryId: 0, ...(s.origin ?? {}) });
+      s.cardSent = true;
+    }
+    st.waiting.unshift(...unseen);
   }
 
   /** The body of a planned message: a file (uploaded now, or its media_id reused), or the texts. */

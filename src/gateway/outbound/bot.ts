@@ -95,6 +95,8 @@ export interface BotStreamWs {
   sent?: { content: string; finish: boolean };
   /** Nothing more goes into this stream (finished and shown, or it could not be updated). */
   done?: boolean;
+  /** Frames in a row that got no answer (after a few, the stream is given up). */
+  timeouts?: number;
 }
 
 /** Why a stream finished. */
@@ -127,6 +129,8 @@ export interface BotStreamState {
   finishReason?: BotFinishReason;
   /** Websocket mode: how the stream is pushed. */
   ws?: BotStreamWs;
+  /** Websocket mode: the last agent message poured in (a later refusal of its text names it). */
+  origin?: Pick<BotItem, "ref" | "serviceId">;
 }
 
 /** A bot conversation's row. */
@@ -249,6 +253,7 @@ function pour(s: BotStreamState, items: BotItem[], now: number, cfg: BotStreamSe
       } else rest.push({ text: "", card: item.card, entryId: item.entryId, ...origin(item) }); // one card per stream: the next stream shows it
     }
     if (item.text !== "") {
+      if (item.ref !== undefined || item.serviceId !== undefined) s.origin = origin(item);
       const used = joinedBytes(s.parts);
       const sep = s.parts.length > 0 ? BOT_PART_SEPARATOR.length : 0;
       if (used + sep + utf8Length(item.text) <= BOT_STREAM_MAX_BYTES) s.parts.push(item.text);
@@ -334,7 +339,8 @@ function putBack(st: BotConversationState, items: BotItem[]): void {
 /** Drop streams nobody polls any more; the most recent stays while its response_url may be used. */
 function prune(st: BotConversationState, now: number): void {
   const last = st.streams.length - 1;
-  st.streams = st.streams.filter((s, i) => now < s.startedAt + (i === last ? LAST_STREAM_KEEP_MS : STREAM_KEEP_MS));
+  // a long-connection stream stays until the pusher is done with it (what the user has not seen of it goes as a message)
+  st.streams = st.streams.filter((s, i) => (s.ws !== undefined && !s.ws.done) || now < s.startedAt + (i === last ? LAST_STREAM_KEEP_MS : STREAM_KEEP_MS));
 }
 
 /** What a placement did: the POST to make, if any. */
