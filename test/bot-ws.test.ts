@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import type { BotWsTiming } from "../src/gateway/bot-ws.js";
 import { runGateway } from "../src/gateway/index.js";
-import { createLogger, silentLogger } from "../src/log.js";
+import { createLogger } from "../src/log.js";
 import { eventually, LIVE_SECRET, type Stack, startStack } from "./stack.js";
 
 const BOT = "aibLIVE";
@@ -29,8 +29,12 @@ afterEach(async () => {
   s = undefined;
 });
 
+/** The gateway's log lines of the current test (JSON). */
+let logLines: string[] = [];
+
 /** A stack whose gateway has the simulator's bot "live" in websocket mode. */
-async function liveStack(bot: Record<string, unknown> = {}, timing: BotWsTiming = FAST): Promise<Stack> {
+async function liveStack(bot: Record<string, unknown> = {}, timing: BotWsTiming = FAST, beforeStart?: (st: Stack) => void): Promise<Stack> {
+  logLines = [];
   s = await startStack({
     noGateway: true,
     config: (raw) => {
@@ -42,8 +46,10 @@ async function liveStack(bot: Record<string, unknown> = {}, timing: BotWsTiming 
   const live = s.config.wecom.bots.find((b) => b.name === "live");
   if (live === undefined) throw new Error("no live bot");
   live.wsUrl = s.wecom.botWsUrl;
-  s.gw = await runGateway(s.config, { log: process.env.WB_DEBUG ? createLogger({ level: "debug" }) : silentLogger, botWs: timing });
-  await eventually(() => s?.wecom.botWsConnections("live").some((c) => c.subscribed), 5000, "the gateway subscribes");
+  beforeStart?.(s);
+  const log = createLogger({ level: "debug", write: (l) => (process.env.WB_DEBUG ? process.stdout.write(l) : logLines.push(l)) });
+  s.gw = await runGateway(s.config, { log, botWs: timing });
+  await eventually(() => s?.wecom.botWsConnections("live").some((c) => c.subscribed), 8000, "the gateway subscribes");
   return s;
 }
 
@@ -114,12 +120,15 @@ describe("a bot in long-connection mode", () => {
     expect(notices[0]?.Tag).toMatchObject({ errcode: 86201, ref: "agent-7" });
   });
 
-  it("sends what a stream could not take with aibot_send_msg when WeCom says it expired (846608), once", async () => {
+  it.each([
+    [846608, "the stream expired"],
+    [846605, "the req_id is no longer valid"],
+  ])("sends what a stream could not take with aibot_send_msg when WeCom answers %i (%s), once", async (errcode) => {
     const st = await liveStack();
     const sent = st.wecom.botUserSendsWs("live", { userid: USER, msgtype: "text", text: "查一下物流" });
     await st.omni.waitFor(1);
     await eventually(() => streamOf(st, sent.reqId)?.frames.length, 3000, "the placeholder frame");
-    st.wecom.botWsFailNext("live", "aibot_respond_msg", 846608);
+    st.wecom.botWsFailNext("live", "aibot_respond_msg", errcode);
     await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "text", Content: "物流显示已签收" });
     const out = await eventually(() => st.wecom.botWsSends("live").find((x) => x.cmd === "aibot_send_msg" && x.errcode === 0), 3000, "the fallback message");
     expect(out.body).toMatchObject({ markdown: { content: "物流显示已签收" } });
@@ -191,6 +200,9 @@ describe("a bot in long-connection mode", () => {
     expect(back - kickedAt).toBeGreaterThanOrEqual(1000);
     const metrics = await (await fetch(`${st.gw.url}/metrics`)).text();
     expect(metrics).toMatch(/wecom_bridge_bot_ws_kicks\{bot="live"\} 1/);
+    // a warning that says why: two deployments may share the bot
+    const warning = logLines.map((l) => JSON.parse(l) as { level: string; msg: string }).find((l) => l.level === "warn" && /two deployments/.test(l.msg));
+    expect(warning).toBeDefined();
     other.terminate();
   });
 
@@ -303,6 +315,18 @@ describe("a bot in long-connection mode", () => {
     await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "text", Content: "都收到了", Tag: { finish: true } });
     await eventually(() => streamOf(st, second.reqId)?.shown === "都收到了", 3000, "the answer in the second stream");
     expect(streamOf(st, first.reqId)?.shown).not.toContain("都收到了");
+  });
+
+  it("keeps trying a refused subscribe for ever (more than the SDK's 10 tries), logs each refusal as an error without the secret, and connects once WeCom takes it", async () => {
+    const st = await liveStack({}, FAST, (x) => x.wecom.botWsFailNext("live", "aibot_subscribe", 853000, 12));
+    const refused = st.wecom.botWsFrames().filter((f) => f.direction === "out" && f.errcode === 853000);
+    expect(refused.length).toBe(12);
+    const errors = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.level === "error");
+    expect(errors.length).toBeGreaterThanOrEqual(12);
+    expect(JSON.stringify(errors)).toContain("853000");
+    expect(logLines.join("\n")).not.toContain(LIVE_SECRET);
+    const ready = (await (await fetch(`${st.gw.url}/readyz`)).json()) as { bots: { state: string }[] };
+    expect(ready.bots[0]?.state).toBe("open");
   });
 
   it("has no callback URL in websocket mode, and reports the connection in /readyz's details", async () => {

@@ -28,8 +28,11 @@ export interface WeComFailure {
   network?: boolean;
 }
 
-/** errcodes that mean "try again later". */
-export const TRANSIENT_ERRCODES: ReadonlySet<number> = new Set([-1, 45009, 45033]);
+/**
+ * errcodes that mean "try again later" (the AI bot's long connection: 846609 not subscribed any
+ * more, 846601 and 846602 reported as passing, 6000 a conflict worth retrying).
+ */
+export const TRANSIENT_ERRCODES: ReadonlySet<number> = new Set([-1, 45009, 45033, 6000, 846601, 846602, 846609]);
 /** errcodes that mean the access token is no longer good. */
 export const TOKEN_ERRCODES: ReadonlySet<number> = new Set([40014, 42001, 40001]);
 /** errcodes an operator fixes in WeCom's admin console or the configuration. */
@@ -42,6 +45,8 @@ export const CONFIGURATION_ERRCODES: ReadonlySet<number> = new Set([60020, 40013
 export const KNOWN_ERRCODES: readonly number[] = [
   0, -1, 40001, 40003, 40004, 40005, 40006, 40007, 40008, 40009, 40011, 40013, 40014, 40058, 40096, 41001, 42001, 44001, 45001, 45002, 45009,
   45033, 48002, 60011, 60020, 81013, 82001, 95000, 95001, 95002, 95004, 95007, 95008, 95013, 95016, 95017, 95018, 846604, 846605, 846608,
+  // the AI bot's long connection
+  6000, 86201, 93019, 846601, 846602, 846609, 853000,
 ];
 
 const KNOWN = new Set(KNOWN_ERRCODES);

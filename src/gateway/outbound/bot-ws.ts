@@ -25,6 +25,7 @@ import type { BotConfig } from "../../config.js";
 import type { Logger } from "../../log.js";
 import type { IngestItem, Store } from "../../store/types.js";
 import { parseConversationAddress } from "../../wecom/address.js";
+import { classifyWeComFailure } from "../../wecom/errcodes.js";
 import type { JsonObject } from "../../wecom/fields.js";
 import {
   answer,
@@ -76,8 +77,8 @@ export interface BotWsPusherOptions {
 
 /** WeCom errcodes after which a stream cannot be updated any more. */
 const STREAM_GONE = new Set([846608, 846605]);
-/** WeCom errcodes worth trying again later (the connection is not subscribed, busy). */
-const TRANSIENT = new Set([846609, 846601, 846602, 6000, -1, 45009, 45033]);
+/** A WeCom errcode worth trying again later (`wecom/errcodes.ts` decides). */
+const passing = (api: string, errcode: number) => errcode !== 0 && classifyWeComFailure({ api, errcode }) === "transient";
 /** Stream frames in a row without an answer before the stream is given up. */
 const MAX_FRAME_TIMEOUTS = 3;
 /** Conversations pushed at once. */
@@ -273,7 +274,7 @@ export class BotWsPusher {
         return false;
       }
       this.#o.onResult?.("aibot_respond_msg", ack.errcode);
-      if (TRANSIENT.has(ack.errcode)) {
+      if (passing("aibot_respond_msg", ack.errcode)) {
         // busy, or the connection is being replaced: the same frame again on the next pass
         this.#later(address);
         return false;
@@ -365,7 +366,7 @@ export class BotWsPusher {
     try {
       body = await this.#bodyOf(sending);
     } catch (e) {
-      const final = e instanceof MediaRefusedError || (e instanceof AgentMediaError && !e.retryable) || (e instanceof AibotWsApiError && !TRANSIENT.has(e.errcode));
+      const final = e instanceof MediaRefusedError || (e instanceof AgentMediaError && !e.retryable) || (e instanceof AibotWsApiError && !passing(e.cmd, e.errcode));
       if (!final) {
         this.#later(address);
         this.#o.log.info("an agent's file could not be uploaded yet; tried again later", { bot: this.#o.bot.name, conversation: address, error: (e as Error).message });
@@ -396,7 +397,7 @@ export class BotWsPusher {
       });
       return true;
     }
-    if (TRANSIENT.has(ack.errcode)) {
+    if (passing("aibot_send_msg", ack.errcode)) {
       this.#later(address);
       return false;
     }
