@@ -105,6 +105,8 @@ export class BotWsConnector {
   #clientNonce = "";
   /** Callbacks being handled, one chain per conversation (in order; their store writes retried). */
   readonly #chains = new Map<string, Promise<void>>();
+  /** Retry waits to end at a stop. */
+  readonly #wakeOnStop = new Set<() => void>();
 
   /** @param o the corp context, the bot, the leases */
   constructor(o: BotWsConnectorOptions) {
@@ -160,6 +162,7 @@ export class BotWsConnector {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.#turn;
+    for (const wake of [...this.#wakeOnStop]) wake();
     await Promise.allSettled([...this.#chains.values()]);
     await this.#disconnect();
     await this.#o.leases.release(this.#o.ctx.tenant, this.#lease).catch(() => undefined);
@@ -323,7 +326,16 @@ export class BotWsConnector {
           return;
         }
         this.#o.ctx.log.warn("bot callback could not be stored yet; trying again", { bot: this.#o.bot.name, cmd: f.cmd, msgid, attempt, error: (e as Error).message });
-        await new Promise((r) => setTimeout(r, Math.min(30_000, 250 * 2 ** Math.min(attempt, 7))).unref?.());
+        // a stop ends the wait at once (the next failure then gives up)
+        await new Promise<void>((r) => {
+          const wake = () => {
+            clearTimeout(t);
+            this.#wakeOnStop.delete(wake);
+            r();
+          };
+          const t = setTimeout(wake, Math.min(30_000, 250 * 2 ** Math.min(attempt, 7)));
+          this.#wakeOnStop.add(wake);
+        });
       }
     }
   }
