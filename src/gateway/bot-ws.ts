@@ -350,7 +350,7 @@ export class BotWsConnector {
     ctx.countStored("bot", r.stored);
     const conn = this.#connId(f.generation);
     await openBotStream(ctx.store, ctx.tenant, bot, { botId: msg.botId, streamId: botStreamId(msg.botId, msg.id), msgid: msg.id, address: msg.conversationId, ws: { reqId: f.reqId, conn } }, ctx.now());
-    await markBotWsWork(ctx.store, ctx.tenant, bot.botId, msg.conversationId, ctx.now());
+    await markBotWsWork(ctx.store, ctx.tenant, bot.botId, msg.conversationId, ctx.now(), ctx.log);
     this.pusher.pushNow(msg.conversationId);
   }
 

@@ -31,6 +31,7 @@
 import { HttpClientError } from "../../clients/http.js";
 import { WeComApiError } from "../../clients/wecom.js";
 import type { BotConfig } from "../../config.js";
+import type { Logger } from "../../log.js";
 import type { OutboxEntry, OutboxInsert, StateWrite, Store } from "../../store/types.js";
 import { parseConversationAddress } from "../../wecom/address.js";
 import { BOT_STREAM_MAX_BYTES, type BotReply } from "../../wecom/bot/encode.js";
@@ -521,14 +522,18 @@ export function botWsWorkRow(list: { address: string; mark: number }[], now: num
  * Note that a long-connection bot's conversation has something to push (an open stream, messages
  * to send), so that whichever replica holds the bot's connection finds it.
  */
-export async function markBotWsWork(store: Store, tenant: string, botId: string, address: string, now: number): Promise<void> {
+export async function markBotWsWork(store: Store, tenant: string, botId: string, address: string, now: number, log?: Logger): Promise<void> {
+  let dropped = 0;
   await store.updateState(tenant, botWsWorkKey(botId), null, now, (cur) => {
     const list = botWsWorkOf(cur);
     const at = list.find((x) => x.address === address);
     if (at !== undefined) at.mark++;
     else list.push({ address, mark: 1 });
+    dropped = Math.max(0, list.length - BOT_WS_WORK_MAX);
     return botWsWorkRow(list, now);
   });
+  // the oldest conversations' answers now wait for their users' next messages
+  if (dropped > 0) log?.warn("bot work row full: the oldest conversations were dropped from it", { botId, dropped, max: BOT_WS_WORK_MAX });
 }
 
 /** What a response_url call came to: ok, or WeCom's final refusal. Anything else is thrown. */
@@ -607,7 +612,7 @@ export class BotSender implements Sender {
     });
     if (bot.mode === "websocket") {
       // the replica holding the bot's connection pushes it: into the stream, or with aibot_send_msg
-      await markBotWsWork(store, tenant, bot.botId, address, this.#ctx.now());
+      await markBotWsWork(store, tenant, bot.botId, address, this.#ctx.now(), this.#ctx.log);
       this.#ctx.onBotWsWork?.(bot.botId);
       return { state: "done" };
     }
