@@ -306,11 +306,14 @@ describe("a bot in long-connection mode", () => {
       }
       return real(...args);
     };
+    // the welcome goes at once, once, whatever the store does (WeCom takes it within 5 s only)
+    const ev = st.wecom.botEventWs("live", { userid: USER, eventtype: "enter_chat" });
     const first = st.wecom.botUserSendsWs("live", { userid: USER, msgtype: "text", text: "第一条" });
     const second = st.wecom.botUserSendsWs("live", { userid: USER, msgtype: "text", text: "第二条" });
-    const received = await st.omni.waitFor(2, 8000);
-    expect(received.map((r) => r.body.Content)).toEqual(["第一条", "第二条"]);
+    const received = await st.omni.waitFor(3, 8000);
+    expect(received.map((r) => r.body.Content)).toEqual(["enter_chat", "第一条", "第二条"]);
     expect(failures).toBe(0);
+    expect(st.wecom.botWsWelcomes("live").filter((w) => w.reqId === ev.reqId)).toEqual([expect.objectContaining({ errcode: 0 })]);
     // the newest message has the conversation's open stream: the agent's answer goes there
     await st.omni.sendAgentReply({ ToUserId: ADDR, MsgType: "text", Content: "都收到了", Tag: { finish: true } });
     await eventually(() => streamOf(st, second.reqId)?.shown === "都收到了", 3000, "the answer in the second stream");

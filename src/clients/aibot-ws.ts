@@ -16,8 +16,8 @@
  * - Every request waits for its ack (matched by req_id) at most `ackTimeoutMs`. Frames that share a
  *   req_id (the parts of one answer) go one at a time, each after the previous one's ack, error or
  *   timeout, because an ack names only the req_id. A timed-out frame is still owed its ack: the
- *   next ack on that req_id is its late ack and is swallowed (it settles nothing), and the next
- *   frame on that req_id waits for it, or for `ackTimeoutMs` more, before it is sent.
+ *   next frame on that req_id waits for it (then swallowed: it settles nothing), or for
+ *   `ackTimeoutMs` more, after which the ack is taken as lost.
  * - The reader never waits: callbacks are handed to `onInbound` synchronously, its exceptions are
  *   caught and logged.
  * - The secret appears in no log line and no error; frames are never logged, only their command,
@@ -405,8 +405,8 @@ export class AibotWsClient {
    * Answer a callback on its req_id and wait for the ack (resolves with it whatever its errcode).
    * Frames of one req_id are sent one at a time, in call order: each after the previous one's ack,
    * error or timeout. After a timeout the req_id is held: the next frame waits for the timed-out
-   * frame's late ack (swallowed: it settles nothing) or for `ackTimeoutMs` more, so that a late ack
-   * never settles the wrong frame.
+   * frame's late ack (swallowed: it settles nothing) or for `ackTimeoutMs` more (the ack is then
+   * taken as lost), so that a late ack does not settle the wrong frame.
    * @param reqId the callback's req_id
    * @param cmd `aibot_respond_msg` (a message), `aibot_respond_welcome_msg` (enter_chat),
    *   `aibot_respond_update_msg` (template_card_event)
@@ -721,6 +721,10 @@ export class AibotWsClient {
     if (q.graceTimer === undefined) return;
     clearTimeout(q.graceTimer);
     q.graceTimer = undefined;
+    // no late ack within the grace: it is taken as lost, else every later frame's ack on the
+    // req_id would be swallowed in its place (a cascade of timeouts); an ack later still than the
+    // grace would settle the next frame (acks name only the req_id: the lesser harm)
+    if (why === "grace over") this.#owed.delete(q.reqId);
     q.busy = false;
     this.#log.debug("aibot ws: a req_id held after a timeout is free again", { reqId: q.reqId, why, queued: q.items.length });
     this.#pump(q);

@@ -42,6 +42,8 @@ const LEASE_MARGIN_MS = 2_000;
 const STUCK_MS = 120_000;
 /** How long a callback's storing is retried while the store fails, ms (WeCom does not send it again). */
 const INBOUND_RETRY_MS = 5 * 60_000;
+/** How long a stop waits for the callbacks being stored, ms. */
+const STOP_CALLBACKS_MS = 3_000;
 /** Most conversations with callbacks being handled at once. */
 const MAX_CHAINS = 10_000;
 /** How often a replica without the lease tries to take it, ms. */
@@ -105,6 +107,8 @@ export class BotWsConnector {
   #clientNonce = "";
   /** Callbacks being handled, one chain per conversation (in order; their store writes retried). */
   readonly #chains = new Map<string, Promise<void>>();
+  /** The upload under way (one at a time). */
+  #uploads: Promise<void> = Promise.resolve();
   /** Retry waits to end at a stop. */
   readonly #wakeOnStop = new Set<() => void>();
 
@@ -130,11 +134,19 @@ export class BotWsConnector {
     const m = await prepareAgentMediaWith(ctx, type, url, {
       tenant: ctx.tenant,
       cachePrefix: `aibot:${bot.botId}:`,
-      upload: async (file) => {
-        const c = this.#client;
-        if (c === undefined) throw new AibotWsNotOpenError("aibot_upload_media_init", "stopped");
-        const r = await c.uploadMedia(file.type, file.fileName, await readFile(file.path));
-        return { mediaId: r.mediaId, createdAt: r.createdAt };
+      // one upload at a time per bot: chunks of several would crowd pings and stream frames out
+      upload: (file) => {
+        const run = this.#uploads.then(async () => {
+          const c = this.#client;
+          if (c === undefined) throw new AibotWsNotOpenError("aibot_upload_media_init", "stopped");
+          const r = await c.uploadMedia(file.type, file.fileName, await readFile(file.path));
+          return { mediaId: r.mediaId, createdAt: r.createdAt };
+        });
+        this.#uploads = run.then(
+          () => undefined,
+          () => undefined,
+        );
+        return run;
       },
     });
     return { type: m.type, mediaId: m.mediaId };
@@ -163,7 +175,8 @@ export class BotWsConnector {
     this.#timer = undefined;
     await this.#turn;
     for (const wake of [...this.#wakeOnStop]) wake();
-    await Promise.allSettled([...this.#chains.values()]);
+    // callbacks already queued get their last try, within a few seconds (the SIGTERM grace is 10 s)
+    await Promise.race([Promise.allSettled([...this.#chains.values()]), new Promise((r) => setTimeout(r, STOP_CALLBACKS_MS).unref?.())]);
     await this.#disconnect();
     await this.#o.leases.release(this.#o.ctx.tenant, this.#lease).catch(() => undefined);
   }
@@ -256,6 +269,7 @@ export class BotWsConnector {
     const t = this.#o.timing ?? {};
     for (const k of ["pingIntervalMs", "ackTimeoutMs", "backoffMinMs", "backoffMaxMs"] as const) if (t[k] !== undefined) opts[k] = t[k];
     this.#clientNonce = randomBytes(4).toString("hex");
+    this.#notOpenSince = undefined;
     this.#client = this.#o.client !== undefined ? this.#o.client(opts) : new AibotWsClient(opts);
     this.#client.start();
     this.pusher.start();
@@ -266,10 +280,12 @@ export class BotWsConnector {
     const c = this.#client;
     if (c === undefined) return;
     this.#client = undefined;
+    this.#notOpenSince = undefined;
     this.#reconnects += c.counters.reconnects;
     this.#kicks += c.counters.kicks;
-    await this.pusher.stop();
+    // the socket first: what the pusher waits for (acks, an upload) then ends at once
     await c.stop();
+    await this.pusher.stop();
   }
 
   /** The connection, when open: what the pusher sends through. */
@@ -290,42 +306,51 @@ export class BotWsConnector {
   }
 
   /**
-   * A callback frame (never blocks the reader: the work runs on its own). A conversation's
-   * callbacks are handled in order; storing one is retried while the store fails (WeCom does not
-   * send a long-connection callback again), up to {@link INBOUND_RETRY_MS}.
+   * A callback frame (never blocks the reader: the work runs on its own). It is decoded at once (a
+   * malformed one is logged and dropped: trying again cannot help), `enter_chat` is welcomed at
+   * once (WeCom's 5 s), then the store work runs: a conversation's callbacks in order, each retried
+   * while the store fails (WeCom does not send a long-connection callback again), up to
+   * {@link INBOUND_RETRY_MS}.
    */
   #inbound(f: AibotInbound): void {
-    const handle = f.cmd === "aibot_event_callback" ? () => this.#event(f) : f.cmd === "aibot_msg_callback" ? () => this.#message(f) : undefined;
-    if (handle === undefined) {
-      this.#o.ctx.log.info("bot long connection: frame ignored", { bot: this.#o.bot.name, cmd: f.cmd.slice(0, 64) });
+    const { ctx, bot } = this.#o;
+    if (f.cmd !== "aibot_event_callback" && f.cmd !== "aibot_msg_callback") {
+      ctx.log.info("bot long connection: frame ignored", { bot: bot.name, cmd: f.cmd.slice(0, 64) });
       return;
     }
-    const from = f.body.from as Record<string, unknown> | undefined;
-    const key = String(f.body.chatid ?? from?.userid ?? "");
+    let msg: ReturnType<typeof decodeBotCallback>;
+    try {
+      msg = decodeBotCallback(f.body, { receivedAt: ctx.now() });
+    } catch (e) {
+      ctx.metrics.callbacks.inc({ channel: "bot", outcome: "malformed" });
+      ctx.log.warn("bot callback over the long connection could not be decoded: dropped", { bot: bot.name, cmd: f.cmd, error: (e as Error).message });
+      return;
+    }
+    if (msg.content.type === "event" && msg.content.event.name === "enter_chat") this.#welcome(f);
+    const key = msg.conversationId;
     if (!this.#chains.has(key) && this.#chains.size >= MAX_CHAINS) {
-      this.#o.ctx.log.error("bot callback dropped: too many conversations waiting for the store", { bot: this.#o.bot.name, msgid: String(f.body.msgid ?? "") });
+      ctx.log.error("bot callback dropped: too many conversations waiting for the store", { bot: bot.name, msgid: msg.id.slice(0, 64) });
       return;
     }
-    const run = (this.#chains.get(key) ?? Promise.resolve()).then(() => this.#withRetry(f, handle));
+    const run = (this.#chains.get(key) ?? Promise.resolve()).then(() => this.#withRetry(f, msg.id, () => this.#store(f, msg)));
     this.#chains.set(key, run);
     void run.finally(() => {
       if (this.#chains.get(key) === run) this.#chains.delete(key);
     });
   }
 
-  async #withRetry(f: AibotInbound, handle: () => Promise<void>): Promise<void> {
+  async #withRetry(f: AibotInbound, msgid: string, handle: () => Promise<void>): Promise<void> {
     const deadline = this.#o.ctx.now() + INBOUND_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
         await handle();
         return;
       } catch (e) {
-        const msgid = String(f.body.msgid ?? "").slice(0, 64);
         if (this.#stopped || this.#o.ctx.now() >= deadline) {
-          this.#o.ctx.log.error("bot callback over the long connection could not be stored: it is lost", { bot: this.#o.bot.name, cmd: f.cmd, msgid, error: (e as Error).message });
+          this.#o.ctx.log.error("bot callback over the long connection could not be stored: it is lost", { bot: this.#o.bot.name, cmd: f.cmd, msgid: msgid.slice(0, 64), error: (e as Error).message });
           return;
         }
-        this.#o.ctx.log.warn("bot callback could not be stored yet; trying again", { bot: this.#o.bot.name, cmd: f.cmd, msgid, attempt, error: (e as Error).message });
+        this.#o.ctx.log.warn("bot callback could not be stored yet; trying again", { bot: this.#o.bot.name, cmd: f.cmd, msgid: msgid.slice(0, 64), attempt, error: (e as Error).message });
         // a stop ends the wait at once (the next failure then gives up)
         await new Promise<void>((r) => {
           const wake = () => {
@@ -340,44 +365,31 @@ export class BotWsConnector {
     }
   }
 
-  async #message(f: AibotInbound): Promise<void> {
+  /** Store a callback (a message also opens its stream and gets its placeholder). */
+  async #store(f: AibotInbound, msg: ReturnType<typeof decodeBotCallback>): Promise<void> {
     const { ctx, bot } = this.#o;
-    const msg = decodeBotCallback(f.body, { receivedAt: ctx.now() });
-    if (msg.content.type === "event") return this.#storeEvent(f);
     // a long-connection file is encrypted with its own key; one without a key is plain
     for (const ref of mediaRefs(msg.content)) if (ref.aesKey === undefined) ref.encrypted = false;
     const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "bot", bot: bot.name }, (m) => ({ entries: handoffEntries(ctx.config.handoff, m) })));
     ctx.countStored("bot", r.stored);
+    if (msg.content.type === "event") return;
     const conn = this.#connId(f.generation);
     await openBotStream(ctx.store, ctx.tenant, bot, { botId: msg.botId, streamId: botStreamId(msg.botId, msg.id), msgid: msg.id, address: msg.conversationId, ws: { reqId: f.reqId, conn } }, ctx.now());
     await markBotWsWork(ctx.store, ctx.tenant, bot.botId, msg.conversationId, ctx.now(), ctx.log);
     this.pusher.pushNow(msg.conversationId);
   }
 
-  async #event(f: AibotInbound): Promise<void> {
+  /** Answer `enter_chat` with `welcomeText` (WeCom takes it only within 5 s of the event). */
+  #welcome(f: AibotInbound): void {
     const { bot } = this.#o;
-    const ev = f.body.event as Record<string, unknown> | undefined;
-    const type = typeof ev?.eventtype === "string" ? ev.eventtype : undefined;
-    // the welcome first: WeCom takes it only within 5 s of the event
-    if (type === "enter_chat" && bot.welcomeText !== undefined) {
-      const c = this.#client;
-      if (c !== undefined) {
-        c.respond(f.reqId, "aibot_respond_welcome_msg", { msgtype: "text", text: { content: bot.welcomeText } }, f.generation).then(
-          (ack) => {
-            this.#o.onResult?.("aibot_respond_welcome_msg", ack.errcode);
-            if (ack.errcode !== 0) this.#o.ctx.log.warn("WeCom refused the welcome message", { bot: bot.name, errcode: ack.errcode, errmsg: ack.errmsg.slice(0, 200) });
-          },
-          (e: unknown) => this.#o.ctx.log.warn("welcome message not acknowledged", { bot: bot.name, error: (e as Error).message }),
-        );
-      }
-    }
-    await this.#storeEvent(f);
-  }
-
-  async #storeEvent(f: AibotInbound): Promise<void> {
-    const { ctx, bot } = this.#o;
-    const msg = decodeBotCallback(f.body, { receivedAt: ctx.now() });
-    const r = await ctx.ingestor.submit(messageItem(ctx.tenant, msg, { kind: "bot", bot: bot.name }, (m) => ({ entries: handoffEntries(ctx.config.handoff, m) })));
-    ctx.countStored("bot", r.stored);
+    const c = this.#client;
+    if (bot.welcomeText === undefined || c === undefined) return;
+    c.respond(f.reqId, "aibot_respond_welcome_msg", { msgtype: "text", text: { content: bot.welcomeText } }, f.generation).then(
+      (ack) => {
+        this.#o.onResult?.("aibot_respond_welcome_msg", ack.errcode);
+        if (ack.errcode !== 0) this.#o.ctx.log.warn("WeCom refused the welcome message", { bot: bot.name, errcode: ack.errcode, errmsg: ack.errmsg.slice(0, 200) });
+      },
+      (e: unknown) => this.#o.ctx.log.warn("welcome message not acknowledged", { bot: bot.name, error: (e as Error).message }),
+    );
   }
 }

@@ -79,6 +79,8 @@ export interface BotWsPusherOptions {
 const STREAM_GONE = new Set([846608, 846605]);
 /** A WeCom errcode worth trying again later (`wecom/errcodes.ts` decides). */
 const passing = (api: string, errcode: number) => errcode !== 0 && classifyWeComFailure({ api, errcode }) === "transient";
+/** Tries of one aibot_send_msg (a file's download and upload included) before it is given up. */
+const MAX_SEND_TRIES = 8;
 /** Stream frames in a row without an answer before the stream is given up. */
 const MAX_FRAME_TIMEOUTS = 3;
 /** Conversations pushed at once. */
@@ -368,9 +370,8 @@ export class BotWsPusher {
     } catch (e) {
       const final = e instanceof MediaRefusedError || (e instanceof AgentMediaError && !e.retryable) || (e instanceof AibotWsApiError && !passing(e.cmd, e.errcode));
       if (!final) {
-        this.#later(address);
         this.#o.log.info("an agent's file could not be uploaded yet; tried again later", { bot: this.#o.bot.name, conversation: address, error: (e as Error).message });
-        return false;
+        return this.#failedTry(address, sending, e instanceof AibotWsApiError ? e.errcode : 0, (e as Error).message);
       }
       await this.#refuse(address, sending, e instanceof AibotWsApiError ? e.errcode : 0, (e as Error).message);
       return true;
@@ -385,9 +386,8 @@ export class BotWsPusher {
     try {
       ack = await link.send("aibot_send_msg", { chatid, ...body });
     } catch (e) {
-      this.#later(address);
       this.#o.log.info("aibot_send_msg not acknowledged; tried again later", { bot: this.#o.bot.name, conversation: address, error: (e as Error).message });
-      return false;
+      return this.#failedTry(address, sending, 0, (e as Error).message);
     }
     this.#o.onResult?.("aibot_send_msg", ack.errcode);
     if (ack.errcode === 0) {
@@ -397,12 +397,29 @@ export class BotWsPusher {
       });
       return true;
     }
-    if (passing("aibot_send_msg", ack.errcode)) {
-      this.#later(address);
-      return false;
-    }
+    if (passing("aibot_send_msg", ack.errcode)) return this.#failedTry(address, sending, ack.errcode, ack.errmsg);
     this.#o.log.warn("WeCom refused an agent message (aibot_send_msg)", { bot: this.#o.bot.name, conversation: address, errcode: ack.errcode, errmsg: ack.errmsg.slice(0, 200) });
     await this.#refuse(address, sending, ack.errcode, ack.errmsg);
+    return true;
+  }
+
+  /**
+   * A try that failed for a passing reason: again later, with backoff; after
+   * {@link MAX_SEND_TRIES} tries the message is given up (the agents are told), so that one file
+   * or message cannot hold its conversation's later ones back for ever. True when given up.
+   */
+  async #failedTry(address: string, sending: { id: string }, errcode: number, errmsg: string): Promise<boolean> {
+    this.#later(address);
+    const tries = await this.#update(address, (st) => {
+      if (st.sending?.id !== sending.id) return 0;
+      st.sending.tries = (st.sending.tries ?? 0) + 1;
+      return st.sending.tries;
+    });
+    if (tries < MAX_SEND_TRIES) return false;
+    const current = asConversation(await this.#o.store.getState(this.#o.tenant, botConversationKey(address), this.#o.now()))?.sending;
+    if (current?.id !== sending.id) return false;
+    this.#o.log.warn("an agent message could not be sent to the bot's user: given up", { bot: this.#o.bot.name, conversation: address, tries, errcode });
+    await this.#refuse(address, current, errcode, `given up after ${tries} tries: ${errmsg}`);
     return true;
   }
 

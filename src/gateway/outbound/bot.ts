@@ -146,7 +146,7 @@ export interface BotConversationState {
   /** Recently placed outbox entries (a retry after a crash is not placed again). */
   applied: number[];
   /** Websocket mode: messages handed to `aibot_send_msg` and not yet acknowledged (sent again after a crash). */
-  sending?: { id: string; items: BotItem[] };
+  sending?: { id: string; items: BotItem[]; tries?: number };
 }
 
 /** A user's message that opens a stream. */
@@ -241,9 +241,17 @@ function pieceFitting(text: string, room: number): string {
 function pour(s: BotStreamState, items: BotItem[], now: number, cfg: BotStreamSettings): BotItem[] {
   const rest: BotItem[] = [];
   for (const item of items) {
-    // a file never goes into a stream (a long connection's stream shows no images): it is sent alone
-    if (s.final !== undefined || item.media !== undefined) {
+    if (s.final !== undefined) {
       rest.push(item);
+      continue;
+    }
+    // a file never goes into a stream (a long connection's stream shows no images): it is sent
+    // alone, at once; it counts as the agent's answer (the idle timer, Tag.finish)
+    if (item.media !== undefined) {
+      s.lastAgentAt = now;
+      const { finish: _, ...alone } = item;
+      rest.push(alone);
+      if (item.finish) finishStream(s, "agent", now, cfg);
       continue;
     }
     s.lastAgentAt = now;
@@ -451,7 +459,10 @@ export async function openBotStream(store: Store, tenant: string, cfg: BotStream
       s.ws = { reqId: open.ws.reqId, conn: open.ws.conn };
       changed = true;
     }
+    const cardSent = s.cardSent;
     const a = answer(s, now, cfg);
+    // a long-connection stream's card counts as shown once a frame carrying it was acknowledged
+    if (s.ws !== undefined) s.cardSent = cardSent;
     reply = a.reply;
     return changed || a.changed ? written(st, now) : undefined;
   });
