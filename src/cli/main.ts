@@ -4,6 +4,7 @@
  * - `crypto decrypt --token T --aes-key K [--receive-id R] --timestamp TS --nonce N --signature S (--encrypt E | --body FILE)`
  * - `crypto encrypt --token T --aes-key K [--receive-id R] --timestamp TS --nonce N [--random 16CHARS] --message M`
  * - `decode app|kf|bot|archive|omni [FILE]`
+ * - `doctor --config FILE [--json]`: check a configuration against WeCom, the 全媒体 and this host (exit 0 only when all pass)
  *
  * Errors print one line on stderr (`wecom-bridge: ...`) and exit non-zero: 1 for bad input,
  * 2 for bad usage. No stack traces.
@@ -48,6 +49,8 @@ Usage:
   wecom-bridge replay --config FILE (--all | --id N ...) put dead letters back in the outbox
   wecom-bridge purge --dead [--before ISO-DATE] --config FILE   remove dead letters
   wecom-bridge erase --conversation ADDRESS --config FILE       erase a conversation (PIPL)
+  wecom-bridge doctor --config FILE [--json]             check the config against WeCom, the 全媒体 and
+                                                         this host; ✓/✗ and a fix per check, exit 0 when all pass
   wecom-bridge --help | --version
 `;
 
@@ -264,6 +267,14 @@ async function eraseCommand(args: string[], io: CliIo): Promise<void> {
   }
 }
 
+async function doctorCommand(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: "string" }, json: { type: "boolean" } }, strict: true });
+  const { runDoctor, formatDoctorTable, doctorJson } = await import("./doctor.js");
+  const rows = await runDoctor(configPath(values));
+  io.stdout(values.json ? doctorJson(rows) : formatDoctorTable(rows));
+  return rows.every((r) => r.status === "ok") ? 0 : 1;
+}
+
 /** A maintenance command found nothing to act on: exit code 1. */
 class NothingFound extends BridgeError {
   /** @param message one readable line */
@@ -320,6 +331,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       case "erase":
         await eraseCommand(rest, io);
         return 0;
+      case "doctor":
+        return await doctorCommand(rest, io);
       case "--version":
       case "-v":
         io.stdout(`${VERSION}\n`);
