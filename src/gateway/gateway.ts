@@ -20,10 +20,10 @@ import { BridgeError } from "../errors.js";
 import { createLogger, type Logger } from "../log.js";
 import type { Channel, UnifiedMessage } from "../model.js";
 import { Leases } from "../store/leases.js";
-import { type BotWsStatus, type BotWsTiming, BotWsConnector } from "./bot-ws.js";
 import type { OutboxEntry, Store } from "../store/types.js";
 import type { ConversationAddress } from "../wecom/address.js";
 import { WeComCrypto } from "../wecom/crypto.js";
+import { BotWsConnector, type BotWsStatus, type BotWsTiming } from "./bot-ws.js";
 import { CorpContext, type CorpHost, type CorpSenders } from "./corp.js";
 import { DeliveryWorker } from "./delivery.js";
 import { adminApi } from "./endpoints/admin.js";
@@ -31,14 +31,14 @@ import { type AppEndpoint, appCallback } from "./endpoints/app.js";
 import { type ArchiveTarget, archivePush } from "./endpoints/archive.js";
 import { type BotEndpoint, botCallback } from "./endpoints/bot.js";
 import { error, type GatewayRequest, type GatewayResponse, header, json } from "./endpoints/http.js";
-import { omniMessage, type OmniRouting } from "./endpoints/omni.js";
+import { type OmniRouting, omniMessage } from "./endpoints/omni.js";
 import { handoffEntries } from "./handoff.js";
 import { KfPuller } from "./kf-puller.js";
 import { MediaStore } from "./media.js";
 import { apiLabel, Metrics, wecomErrcodeLabel } from "./metrics.js";
-import { Ingestor } from "./pipeline.js";
 import { kfInbound, observeKfStored } from "./outbound/kf-observer.js";
 import type { Sender } from "./outbound/types.js";
+import { Ingestor } from "./pipeline.js";
 import { Retention } from "./retention.js";
 
 /** The path of the staffService endpoint of a 全媒体's settings. */
@@ -92,6 +92,8 @@ export class Gateway implements CorpHost {
   readonly #bots = new Map<string, { endpoint: BotEndpoint; corp: CorpContext }>();
   /** Long-connection bots by botId (websocket mode): no callback path. */
   readonly #botWs = new Map<string, BotWsConnector>();
+  /** Their names (a callback to one is answered 404 with the reason). */
+  readonly #botWsNames = new Set<string>();
   /** The corps that take archive pushes, in the configuration's order. */
   readonly #archiveTargets: ArchiveTarget[];
   /** The staffService paths, each with the credentials that may sign its requests. */
@@ -149,8 +151,10 @@ export class Gateway implements CorpHost {
         this.#apps.set(app.name, { corp: ctx, endpoint: { cfg: app, crypto: new WeComCrypto({ token: app.token, encodingAESKey: app.encodingAESKey, receiveId: corp.corpId, ...window }) } });
       }
       for (const bot of corp.bots) {
-        if (bot.mode === "websocket") this.#botWs.set(bot.botId, new BotWsConnector({ ctx, bot, leases: this.leases, onResult: (api, errcode) => this.onWeComResult(api, errcode), ...(options.botWs ? { timing: options.botWs } : {}) }));
-        else this.#bots.set(bot.name, { corp: ctx, endpoint: { cfg: bot, crypto: new WeComCrypto({ token: bot.token ?? "", encodingAESKey: bot.encodingAESKey ?? "", receiveId: "", ...window }) } });
+        if (bot.mode === "websocket") {
+          this.#botWsNames.add(bot.name);
+          this.#botWs.set(bot.botId, new BotWsConnector({ ctx, bot, leases: this.leases, onResult: (api, errcode) => this.onWeComResult(api, errcode), ...(options.botWs ? { timing: options.botWs } : {}) }));
+        } else this.#bots.set(bot.name, { corp: ctx, endpoint: { cfg: bot, crypto: new WeComCrypto({ token: bot.token ?? "", encodingAESKey: bot.encodingAESKey ?? "", receiveId: "", ...window }) } });
         if (!this.#byBotId.has(bot.botId)) this.#byBotId.set(bot.botId, ctx);
       }
       // the corps that share a 全媒体 credential are one candidate (config validation made their checks agree)
@@ -352,7 +356,7 @@ export class Gateway implements CorpHost {
       }
       if (first === "wecom" && second === "bot" && parts.length === 3) {
         const bot = this.#bots.get(third as string);
-        if (bot === undefined && [...this.#botWs.values()].some((c) => c.status().bot === third)) {
+        if (bot === undefined && this.#botWsNames.has(third as string)) {
           return json(404, { errcode: "websocket_bot", errmsg: "this bot runs in websocket mode (wecom.bots[].mode): WeCom sends its messages over the long connection, not to a callback URL" });
         }
         return await botCallback(bot?.corp ?? this.#anyCorp, third as string, bot?.endpoint, req);

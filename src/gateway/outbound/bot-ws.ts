@@ -408,7 +408,7 @@ export class BotWsPusher {
    * {@link MAX_SEND_TRIES} tries the message is given up (the agents are told), so that one file
    * or message cannot hold its conversation's later ones back for ever. True when given up.
    */
-  async #failedTry(address: string, sending: { id: string }, errcode: number, errmsg: string): Promise<boolean> {
+  async #failedTry(address: string, sending: { id: string; items: BotItem[] }, errcode: number, errmsg: string): Promise<boolean> {
     this.#later(address);
     const tries = await this.#update(address, (st) => {
       if (st.sending?.id !== sending.id) return 0;
@@ -416,10 +416,9 @@ export class BotWsPusher {
       return st.sending.tries;
     });
     if (tries < MAX_SEND_TRIES) return false;
-    const current = asConversation(await this.#o.store.getState(this.#o.tenant, botConversationKey(address), this.#o.now()))?.sending;
-    if (current?.id !== sending.id) return false;
+    // the refusal drops the message only if it is still the one being sent (checked in its transaction)
     this.#o.log.warn("an agent message could not be sent to the bot's user: given up", { bot: this.#o.bot.name, conversation: address, tries, errcode });
-    await this.#refuse(address, current, errcode, `given up after ${tries} tries: ${errmsg}`);
+    await this.#refuse(address, sending, errcode, `given up after ${tries} tries: ${errmsg}`);
     return true;
   }
 
