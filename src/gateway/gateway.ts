@@ -32,6 +32,7 @@ import { type ArchiveTarget, archivePush } from "./endpoints/archive.js";
 import { type BotEndpoint, botCallback } from "./endpoints/bot.js";
 import { error, type GatewayRequest, type GatewayResponse, header, json } from "./endpoints/http.js";
 import { type OmniRouting, omniMessage } from "./endpoints/omni.js";
+import type { PlaygroundHooks } from "./console/types.js";
 import { handoffEntries } from "./handoff.js";
 import { KfPuller } from "./kf-puller.js";
 import { MediaStore } from "./media.js";
@@ -64,6 +65,8 @@ export interface GatewayOptions {
   mediaSecret?: string;
   /** Timers of long-connection bots (tests; the defaults are WeCom's). */
   botWs?: BotWsTiming;
+  /** The console's Playground (the sandbox's simulators); absent: the page says it is sandbox-only. */
+  playground?: PlaygroundHooks;
 }
 
 /** The gateway. */
@@ -102,6 +105,8 @@ export class Gateway implements CorpHost {
   readonly #orphanSenders: CorpSenders;
   readonly #now: () => number;
   readonly #onStored: ((m: UnifiedMessage) => void) | undefined;
+  /** The console's Playground, in the sandbox. */
+  readonly playground: PlaygroundHooks | undefined;
 
   /** @param options configuration, store and hooks */
   constructor(options: GatewayOptions) {
@@ -111,6 +116,7 @@ export class Gateway implements CorpHost {
     this.log = options.log ?? createLogger();
     this.#now = options.now ?? Date.now;
     this.#onStored = options.onStored;
+    this.playground = options.playground;
     this.metrics = new Metrics(this.store);
     this.http = new HttpClient({ timeoutMs: cfg.delivery.timeoutMs });
     // one KF pull per account, one retention run and one gettoken per app at a time, across replicas

@@ -11,6 +11,7 @@ import type { UnifiedMessage } from "../model.js";
 import { openStore } from "../store/index.js";
 import type { Store } from "../store/types.js";
 import type { BotWsTiming } from "./bot-ws.js";
+import type { PlaygroundHooks } from "./console/types.js";
 import { Gateway } from "./gateway.js";
 
 export { Gateway, type GatewayRequest, type GatewayResponse } from "./gateway.js";
@@ -54,6 +55,8 @@ export interface RunGatewayOptions {
   now?: () => number;
   /** Timers of long-connection bots (tests; the defaults are WeCom's). */
   botWs?: BotWsTiming;
+  /** The console's Playground (the sandbox passes its simulators'). */
+  playground?: PlaygroundHooks;
 }
 
 /** Start a gateway from a validated configuration. */
@@ -69,6 +72,7 @@ export async function runGateway(config: Config, options: RunGatewayOptions = {}
     ...(options.onStored ? { onStored: options.onStored } : {}),
     ...(options.now ? { now: options.now } : {}),
     ...(options.botWs ? { botWs: options.botWs } : {}),
+    ...(options.playground ? { playground: options.playground } : {}),
   });
   const http = await startHttpServer(gateway, {
     host: config.listen.host,
