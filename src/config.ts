@@ -261,8 +261,10 @@ export const configSchema = z.strictObject({
       intervalSec: z.number().int().min(1).default(60),
       /** Rows deleted per transaction. */
       batchSize: z.number().int().min(1).max(10_000).default(500),
+      /** Days the audit log is kept. */
+      auditDays: z.number().positive().default(365),
     })
-    .default({ days: 30, intervalSec: 60, batchSize: 500 }),
+    .default({ days: 30, intervalSec: 60, batchSize: 500, auditDays: 365 }),
 });
 
 /** The schema's output: `wecom.corpId` is absent in the many-corps form. */

@@ -259,7 +259,7 @@ describe("config", () => {
     const c = parseConfig(exampleConfig());
     expect(c.limits).toEqual({ bodyBytes: 262144, mediaBytes: 20971520, headersTimeoutMs: 10000, requestTimeoutMs: 30000, maxConnections: 10000 });
     expect(c.trustProxy).toEqual([]);
-    expect(c.retention).toEqual({ days: 30, intervalSec: 60, batchSize: 500 });
+    expect(c.retention).toEqual({ days: 30, intervalSec: 60, batchSize: 500, auditDays: 365 });
     expect(c.kf.pollIntervalSec).toBe(300);
     expect(c.delivery.mediaDeadlineSec).toBe(600);
     expect(parseConfig({ ...exampleConfig(), retention: { days: { archive: 365, default: 30 } } }).retention.days).toEqual({ archive: 365, default: 30 });

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../src/cli/main.js";
-import { clockRow, type DoctorRow, ipFromErrmsg, runDoctor } from "../src/cli/doctor.js";
+import { clockRow, type DoctorRow, ipFromErrmsg, runDoctor } from "../src/gateway/doctor.js";
 import { WeComSimulator } from "../src/sim/wecom.js";
 import { OmniSimulator } from "../src/sim/omni.js";
 

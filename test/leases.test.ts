@@ -166,7 +166,7 @@ describe("the gateway's leases", () => {
 
   it("one retention run at a time: a replica whose turn another holds removes nothing", async () => {
     const [store] = await stores("sqlite");
-    const config = { retention: { days: 1, intervalSec: 60, batchSize: 100 }, mediaLinkTtlSec: 60 } as const;
+    const config = { retention: { days: 1, intervalSec: 60, batchSize: 100, auditDays: 365 }, mediaLinkTtlSec: 60 } as const;
     const old = Date.now() - 10 * 86_400_000;
     await store.ingest([{ tenant: CORP, channel: "app", key: "gone", skipReason: "test" }], undefined, old);
     const other = new Leases(store, Date.now, "other-replica");

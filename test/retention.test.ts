@@ -50,13 +50,14 @@ describe("retention settings", () => {
     expect(retentionDays({ archive: 365, default: 30 }, "archive")).toBe(365);
     expect(retentionDays({ archive: 365, default: 30 }, "kf")).toBe(30);
     const now = 1_800_000_000_000;
-    const c = pruneCutoffs({ retention: { days: { default: 1, archive: 365 }, intervalSec: 60, batchSize: 10 }, mediaLinkTtlSec: 3600 }, now);
+    const c = pruneCutoffs({ retention: { days: { default: 1, archive: 365 }, intervalSec: 60, batchSize: 10, auditDays: 90 }, mediaLinkTtlSec: 3600 }, now);
     expect(c.messagesBefore.app).toBe(now - DAY);
     expect(c.ledgerBefore.app).toBe(now - 4 * DAY);
     expect(c.messagesBefore.archive).toBe(now - 365 * DAY);
     expect(c.ledgerBefore.archive).toBe(now - 365 * DAY);
     expect(c.archiveBefore).toBe(now - 365 * DAY);
     expect(c.mediaBefore).toBe(now - 3600_000);
+    expect(c.auditBefore).toBe(now - 90 * DAY);
   });
 });
 
@@ -123,7 +124,7 @@ describe("retention", () => {
     await eventually(async () => (await admin(s, "/admin/messages?channel=app")).items.length === 4);
 
     // nothing is old yet: a run now removes nothing
-    expect(await prunerAt(s, 0).run()).toEqual({ messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: 0 });
+    expect(await prunerAt(s, 0).run()).toEqual({ messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, audit: 0, media: 0 });
 
     // 31 days on, with a year for the archive
     const r = await prunerAt(s, 31, { days: { archive: 365, default: 30 } }).run();

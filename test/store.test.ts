@@ -83,7 +83,7 @@ describe("migration 2 on a store written by migration 1", () => {
     v1.close();
 
     const s = await openStore(path);
-    expect(s.appliedMigrations()).toEqual([1, 2, 3]);
+    expect(s.appliedMigrations()).toEqual([1, 2, 3, 4]);
     expect((await s.listKfCursors({ limit: 10 })).map((c) => [c.id, c.openKfId, c.cursor])).toEqual([
       [3, "wk-a", undefined],
       [2, "wk-b", "CB"],

@@ -12,13 +12,14 @@
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.js";
 import { BridgeError } from "../errors.js";
 import { runGateway } from "../gateway/index.js";
 import { removeMediaFile } from "../gateway/media.js";
 import { createLogger } from "../log.js";
-import { openStore } from "../store/index.js";
+import { openStore, type Store } from "../store/index.js";
 import { DECODE_FORMATS, type DecodeFormat, decodeAny } from "../decode.js";
 import { WeComCrypto } from "../wecom/crypto.js";
 import { parseCallbackEnvelope } from "../wecom/envelope.js";
@@ -44,7 +45,8 @@ Usage:
   wecom-bridge decode app|kf|bot|archive|omni [FILE]     (stdin when no FILE)
   wecom-bridge start [--config FILE]                     serve with a config, else run the sandbox
   wecom-bridge serve --config FILE                       (or WECOM_BRIDGE_CONFIG)
-  wecom-bridge sandbox [--once] [--port N]               gateway + simulators + a scripted conversation
+  wecom-bridge sandbox [--once] [--port N]               gateway + simulators + a scripted conversation;
+                                                         then the console's Playground (unless --once)
   wecom-bridge sim [--wecom-port N] [--omni-port N]      run the WeCom and 全媒体 simulators alone
   wecom-bridge replay --config FILE (--all | --id N ...) put dead letters back in the outbox
   wecom-bridge purge --dead [--before ISO-DATE] --config FILE   remove dead letters
@@ -171,7 +173,7 @@ async function sandboxCommand(args: string[], io: CliIo): Promise<void> {
     await sandbox.script();
     // a person at a terminal can look around; scripts and CI get their prompt back
     if (!values.once && process.stdout.isTTY && !process.env.CI) {
-      io.stdout("\nThe sandbox keeps running: try the admin API above. Ctrl-C stops it.\n");
+      io.stdout("\nThe sandbox keeps running: open the console above, log in with the admin token and try the Playground (or the admin API). Ctrl-C stops it.\n");
       await untilSignal();
     }
   } finally {
@@ -223,6 +225,11 @@ async function replayCommand(args: string[], io: CliIo): Promise<void> {
   try {
     const n = await store.replayDead(values.all ? "all" : ids, Date.now());
     io.stdout(`${n} dead letter${n === 1 ? "" : "s"} put back in the outbox\n`);
+    const asked = [...new Set(ids)];
+    const detail = values.all
+      ? `all: ${n} replayed`
+      : `${n === asked.length ? deadLetters(n) : `${n} of ${deadLetters(asked.length)}`} replayed (ids ${asked.join(", ")})`;
+    await audit(store, "replay", detail);
   } finally {
     await store.close();
   }
@@ -242,6 +249,7 @@ async function purgeCommand(args: string[], io: CliIo): Promise<void> {
   try {
     const n = await store.purgeDead(before);
     io.stdout(`${n} dead letter${n === 1 ? "" : "s"} removed\n`);
+    await audit(store, "purge", `${deadLetters(n)} removed (${before === undefined ? "all" : `before ${new Date(before).toISOString().replace(".000Z", "Z")}`})`);
   } finally {
     await store.close();
   }
@@ -257,7 +265,9 @@ async function eraseCommand(args: string[], io: CliIo): Promise<void> {
     const r = await store.eraseConversation(conversation);
     let files = 0;
     for (const row of r.media) if (await removeMediaFile(config.mediaDir, row)) files++;
-    if (r.messages + r.outbox + r.media.length === 0) {
+    const nothing = r.messages + r.outbox + r.media.length === 0;
+    await audit(store, "erase", `conversation ${conversation} erased: ${r.messages} messages, ${r.outbox} outbox entries, ${r.media.length} media${nothing ? " (nothing stored)" : ""}`);
+    if (nothing) {
       // a mistyped address must not read as a fulfilled request
       throw new NothingFound(`nothing stored for ${conversation}: check the address (as /admin/conversations lists it); nothing was erased`);
     }
@@ -267,9 +277,22 @@ async function eraseCommand(args: string[], io: CliIo): Promise<void> {
   }
 }
 
+/** "1 dead letter", "3 dead letters". */
+function deadLetters(n: number): string {
+  return `${n} dead letter${n === 1 ? "" : "s"}`;
+}
+
+/**
+ * Record what a maintenance command did in the store's audit log (actor `cli`, from this host),
+ * once it acted. The commands act on the whole store, so the row names no corp.
+ */
+async function audit(store: Store, action: "replay" | "purge" | "erase", detail: string): Promise<void> {
+  await store.appendAudit({ time: Date.now(), tenant: null, actor: "cli", from: `cli@${hostname()}`, action, detail: detail.replace(/[\r\n]+/g, " ") });
+}
+
 async function doctorCommand(args: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: "string" }, json: { type: "boolean" } }, strict: true });
-  const { runDoctor, formatDoctorTable, doctorJson } = await import("./doctor.js");
+  const { runDoctor, formatDoctorTable, doctorJson } = await import("../gateway/doctor.js");
   const rows = await runDoctor(configPath(values));
   io.stdout(values.json ? doctorJson(rows) : formatDoctorTable(rows));
   return rows.every((r) => r.status === "ok") ? 0 : 1;

@@ -422,6 +422,16 @@ export class WeComClient {
     }
   }
 
+  /**
+   * The state of an app's access token as the store has it (the console's Accounts page): `cached`
+   * with its expiry, `expired`, or `none`. The token itself is never returned.
+   */
+  async tokenState(c: WeComCredentials): Promise<{ state: "cached" | "expired" | "none"; expiresAt: number | null }> {
+    const row = await this.#o.store.getToken(c.corpId, tokenKey(c));
+    if (row === undefined) return { state: "none", expiresAt: null };
+    return { state: row.expiresAt > this.#o.now() ? "cached" : "expired", expiresAt: row.expiresAt };
+  }
+
   /** Forget a token (after WeCom called it invalid). */
   async invalidate(c: WeComCredentials): Promise<void> {
     const key = tokenKey(c);

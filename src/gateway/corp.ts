@@ -12,7 +12,7 @@ import type { WeComClient, WeComCredentials } from "../clients/wecom.js";
 import { type Config, type CorpConfig, corpView } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Channel } from "../model.js";
-import type { Store } from "../store/types.js";
+import type { Store, OutboxInsert } from "../store/types.js";
 import type { OmniEndpointContext } from "./endpoints/omni.js";
 import type { KfPuller } from "./kf-puller.js";
 import type { Metrics } from "./metrics.js";
@@ -34,8 +34,8 @@ export interface CorpHost {
   now(): number;
   /** Count an ingested callback: stored, or a duplicate the ledger already had. */
   countStored(channel: Channel, stored: boolean): void;
-  /** New outbound entries were queued: wake the outbox worker. */
-  notifyOutbound(): void;
+  /** New outbound entries were queued (with what was queued, when known): wake the outbox worker. */
+  notifyOutbound(queued?: { tenant: string; ids: number[]; entries: OutboxInsert[] }): void;
   /** Count a WeCom answer of a call made outside the WeCom client (a bot's response_url). */
   onWeComResult(api: string, errcode: number): void;
   /** A long-connection bot has something to push: wake its pusher when this process holds it. */
@@ -116,9 +116,9 @@ export class CorpContext implements OmniEndpointContext, OutboundContext {
     this.#host.countStored(channel, stored);
   }
 
-  /** New outbound entries were queued: wake the outbox worker. */
-  notifyOutbound(): void {
-    this.#host.notifyOutbound();
+  /** New outbound entries were queued (`ids` of `entries`, when known): wake the outbox worker. */
+  notifyOutbound(queued?: { ids: number[]; entries: OutboxInsert[] }): void {
+    this.#host.notifyOutbound(queued === undefined ? undefined : { tenant: this.tenant, ...queued });
   }
 
   /** Count a WeCom answer of a call made outside the WeCom client (a bot's response_url). */

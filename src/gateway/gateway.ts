@@ -20,7 +20,7 @@ import { BridgeError } from "../errors.js";
 import { createLogger, type Logger } from "../log.js";
 import type { Channel, UnifiedMessage } from "../model.js";
 import { Leases } from "../store/leases.js";
-import type { OutboxEntry, Store } from "../store/types.js";
+import type { OutboxEntry, OutboxInsert, Store } from "../store/types.js";
 import type { ConversationAddress } from "../wecom/address.js";
 import { WeComCrypto } from "../wecom/crypto.js";
 import { BotWsConnector, type BotWsStatus, type BotWsTiming } from "./bot-ws.js";
@@ -32,7 +32,15 @@ import { type ArchiveTarget, archivePush } from "./endpoints/archive.js";
 import { type BotEndpoint, botCallback } from "./endpoints/bot.js";
 import { error, type GatewayRequest, type GatewayResponse, header, json } from "./endpoints/http.js";
 import { type OmniRouting, omniMessage } from "./endpoints/omni.js";
-import type { PlaygroundHooks } from "./console/types.js";
+import { accounts, omniName } from "./console/accounts.js";
+import { HealthHistory } from "./console/history.js";
+import { LiveFeed } from "./console/live.js";
+import { Sessions } from "./console/session.js";
+import { type ConsoleFile, consoleDir, loadConsoleFiles } from "./console/static.js";
+import type { Accounts, DoctorCheck, PlaygroundHooks } from "./console/types.js";
+import { checkConfig } from "./doctor.js";
+import { adminReplay } from "./endpoints/admin.js";
+import { type ConsoleHost, consoleEndpoint, writeAuth } from "./endpoints/console.js";
 import { handoffEntries } from "./handoff.js";
 import { KfPuller } from "./kf-puller.js";
 import { MediaStore } from "./media.js";
@@ -70,7 +78,7 @@ export interface GatewayOptions {
 }
 
 /** The gateway. */
-export class Gateway implements CorpHost {
+export class Gateway implements CorpHost, ConsoleHost {
   readonly config: Config;
   readonly store: Store;
   readonly log: Logger;
@@ -107,6 +115,17 @@ export class Gateway implements CorpHost {
   readonly #onStored: ((m: UnifiedMessage) => void) | undefined;
   /** The console's Playground, in the sandbox. */
   readonly playground: PlaygroundHooks | undefined;
+  /** The console's Live feed (what crosses this replica). */
+  readonly live: LiveFeed;
+  /** The console's Health page: the last hour of figures. */
+  readonly health: HealthHistory;
+  /** The console's sessions. */
+  readonly sessions: Sessions;
+  #consoleFiles: Map<string, ConsoleFile> | undefined;
+  /** The last WeCom failure of each app's calls (by configured name: bounded). */
+  readonly #appErrors = new Map<string, string>();
+  /** The last delivery to each 全媒体 (by name: bounded by the configuration). */
+  readonly #omniLast = new Map<string, Accounts["omni"][number]["last"]>();
 
   /** @param options configuration, store and hooks */
   constructor(options: GatewayOptions) {
@@ -117,6 +136,8 @@ export class Gateway implements CorpHost {
     this.#now = options.now ?? Date.now;
     this.#onStored = options.onStored;
     this.playground = options.playground;
+    this.live = new LiveFeed(this.#now);
+    this.sessions = new Sessions(cfg.adminToken, this.store, this.#now, cfg.publicUrl.startsWith("https:"));
     this.metrics = new Metrics(this.store);
     this.http = new HttpClient({ timeoutMs: cfg.delivery.timeoutMs });
     // one KF pull per account, one retention run and one gettoken per app at a time, across replicas
@@ -188,9 +209,11 @@ export class Gateway implements CorpHost {
     this.ingestor.onCommit = (items, results) => {
       let stored = 0;
       results.forEach((r, i) => {
-        const m = items[i]?.message;
+        const item = items[i];
+        const m = item?.message;
         if (r.stored && m) {
           stored++;
+          this.live.stored(item?.tenant ?? "", m, r.seq);
           this.#onStored?.(m);
         }
       });
@@ -215,8 +238,10 @@ export class Gateway implements CorpHost {
       log: this.log,
       metrics: this.metrics,
       now: this.#now,
+      onAttempt: (entry, outcome, error) => this.#attempted(entry, outcome, error),
     });
     for (const corp of corps) corp.puller = this.#kfPuller(corp);
+    this.health = new HealthHistory({ registry: this.metrics.registry, counts: this.live.counts, outboxCounts: () => this.store.outboxCounts(), now: this.#now });
     if (this.#botWs.size > 0) this.metrics.botWs(() => this.botWsStatus());
     this.retention = new Retention({
       config: cfg,
@@ -264,8 +289,11 @@ export class Gateway implements CorpHost {
         const kf = kfInbound(cfg, m);
         return { entries: [...handoffEntries(cfg.handoff, m), ...kf.entries], ...(kf.effect ? { effect: kf.effect } : {}) };
       },
-      onStored: async (messages) => {
-        for (const m of messages) this.#onStored?.(m);
+      onStored: async (messages, seqs) => {
+        messages.forEach((m, i) => {
+          this.live.stored(corp.tenant, m, seqs[i]);
+          this.#onStored?.(m);
+        });
         try {
           await observeKfStored(corp, messages);
         } catch (e) {
@@ -288,6 +316,7 @@ export class Gateway implements CorpHost {
 
   /** Start the workers. */
   start(): void {
+    this.health.start();
     this.delivery.start();
     this.retention.start();
     // catch up on KF messages that arrived while the gateway was down, then poll
@@ -302,6 +331,7 @@ export class Gateway implements CorpHost {
    * takes over at once (a rolling restart loses no time).
    */
   async stop(): Promise<void> {
+    this.health.stop();
     await this.retention.stop();
     await Promise.all([...this.#botWs.values()].map((c) => c.stop()));
     await Promise.all(this.corps.map((c) => c.puller?.stop()));
@@ -326,9 +356,72 @@ export class Gateway implements CorpHost {
     this.metrics.wecomErrcodes.inc({ api: apiLabel(api), errcode: wecomErrcodeLabel(errcode) });
   }
 
-  /** New outbound entries were queued: wake the outbox worker. */
-  notifyOutbound(): void {
+  /** New outbound entries were queued (the console's Live page shows them): wake the outbox worker. */
+  notifyOutbound(queued?: { tenant: string; ids: number[]; entries: OutboxInsert[] }): void {
+    if (queued !== undefined) this.live.queued(queued.tenant, queued.ids, queued.entries);
     this.delivery.notify();
+  }
+
+  /** An outbox attempt ended: the Live page, and the Accounts page's last results. */
+  #attempted(entry: OutboxEntry, outcome: "done" | "retry" | "dead" | "wait" | "refused" | "later", error?: string): void {
+    this.live.attempt(entry, outcome, error);
+    if (outcome === "wait" || outcome === "later") return;
+    const corp = this.#byTenant.get(entry.tenant);
+    if (corp === undefined) return;
+    if (entry.kind === "omni") {
+      this.#omniLast.set(omniName(corp.corp, this.config.omni.baseUrl, this.config.omni.appId), { time: this.#now(), ok: outcome === "done", error: outcome === "done" ? null : (error ?? outcome) });
+      return;
+    }
+    const app = this.#appOfEntry(corp, entry);
+    if (app === undefined) return;
+    if (outcome === "done") this.#appErrors.delete(app);
+    else this.#appErrors.set(app, (error ?? outcome).slice(0, 300));
+  }
+
+  /** The app that sends an outbound entry: the KF app for `kf_send`, the agentId of an `app:` conversation for `app_send`. */
+  #appOfEntry(corp: CorpContext, entry: OutboxEntry): string | undefined {
+    if (entry.kind === "kf_send") return corp.corp.apps.find((a) => a.kf)?.name;
+    if (entry.kind !== "app_send") return undefined;
+    const agentId = Number((entry.conversationId ?? "").split(":")[2]);
+    return corp.corp.apps.find((a) => a.agentId === agentId)?.name;
+  }
+
+  /** The console's built files (read once; undefined when the console was not built). */
+  consoleFiles(): Map<string, ConsoleFile> | undefined {
+    if (this.#consoleFiles === undefined) {
+      const dir = consoleDir();
+      if (dir !== undefined) this.#consoleFiles = loadConsoleFiles(dir);
+    }
+    return this.#consoleFiles;
+  }
+
+  /** A same-origin link to a stored media file (the console shows it; the signed path of {@link MediaStore.link}). */
+  mediaLink(tenant: string, id: string): string {
+    const u = new URL(this.media.link(tenant, id));
+    return `${u.pathname}${u.search}`;
+  }
+
+  /** The console's Accounts page. */
+  accounts(): Promise<Accounts> {
+    return accounts(
+      {
+        store: this.store,
+        corps: this.corps,
+        topOmniBaseUrl: this.config.omni.baseUrl,
+        botWsStatus: () => this.botWsStatus(),
+        tokenState: (corpId, secret) => this.wecom.tokenState({ corpId, secret }),
+        appError: (name) => this.#appErrors.get(name),
+        omniLast: (name) => this.#omniLast.get(name) ?? null,
+        now: this.#now,
+      },
+      this.config.omni.appId,
+    );
+  }
+
+  /** The config doctor's checks, on this gateway's configuration (the console's Doctor page). */
+  async doctor(): Promise<DoctorCheck[]> {
+    const rows = await checkConfig(this.config, { timeoutMs: 5000, now: this.#now });
+    return rows.map((r) => ({ check: r.check, status: r.status, errcode: r.errcode ?? null, detail: r.detail, fix: r.fix ?? null }));
   }
 
   /** A long-connection bot has something to push: its pusher runs now when this process holds it. */
@@ -378,6 +471,12 @@ export class Gateway implements CorpHost {
       }
       if (req.path === "/metrics") return { status: 200, headers: { "content-type": this.metrics.registry.contentType }, body: await this.metrics.registry.metrics() };
       if (first === "media" && parts.length === 3) return await this.media.serve(second as string, third as string, req.query.get("e"), req.query.get("s"));
+      if (first === "console") return await consoleEndpoint(this, req, parts.slice(1));
+      if (first === "admin" && second === "outbox" && third === "replay" && parts.length === 3) {
+        if (req.method !== "POST") return { ...error(405, "method_not_allowed", "use POST"), headers: { "content-type": "application/json; charset=utf-8", allow: "POST" } };
+        const who = await writeAuth(this, req);
+        return "actor" in who ? await adminReplay(this.store, req.body, who, this.#now()) : who;
+      }
       if (first === "admin") return await adminApi(this.store, this.config.adminToken, parts.slice(1), { method: req.method, query: req.query, authorization: header(req, "authorization") });
       // answers never repeat what the caller sent (a path may carry anything, a secret included)
       return error(404, "not_found", "no such endpoint (see the README's endpoint list)");

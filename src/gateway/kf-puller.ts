@@ -97,7 +97,7 @@ export interface KfPullerOptions {
   metrics?: Metrics;
   now?: () => number;
   /** Called after a page stored new messages (those to be delivered); the next page waits for it. */
-  onStored?: (messages: KfMessage[]) => void | Promise<void>;
+  onStored?: (messages: KfMessage[], seqs: number[]) => void | Promise<void>;
   /** What the outbound half adds to a stored message, in the same transaction (a handoff, KF rules). */
   extra?: (m: UnifiedMessage) => ItemExtras;
   /** Page size, 1..1000. Default 1000. */
@@ -180,6 +180,15 @@ export class KfPuller {
     if (token) st.token = token;
     st.failures = 0; // a new callback resets the backoff
     return this.#begin(openKfId, st, callbackTime);
+  }
+
+  /**
+   * How an account's pulls go on this replica (the console's Accounts page): the class and errcode
+   * of the failure under way (`configuration:60020`) and since when, or undefined when healthy.
+   */
+  problem(openKfId: string): { problem: string; since: number; failedPulls: number } | undefined {
+    const st = this.#accounts.get(openKfId);
+    return st?.problem === undefined ? undefined : { problem: st.problem, since: st.failingSince, failedPulls: st.failedPulls };
   }
 
   /** Stop polling and retrying; pulls in flight finish (between pages). */
@@ -369,19 +378,23 @@ export class KfPuller {
       if (renew !== undefined && !(await renew())) throw new LeaseBusy(openKfId);
       const results = await this.#o.store.ingest(items, next !== undefined ? { tenant, openKfId, cursor: next } : undefined, this.#now());
       const stored: KfMessage[] = [];
+      const seqs: number[] = [];
       let duplicates = 0;
       results.forEach((r, i) => {
         const m = items[i]?.message;
         if (!r.stored) duplicates++;
         else if (m === undefined) result.skipped++;
-        else stored.push(m as KfMessage);
+        else {
+          stored.push(m as KfMessage);
+          seqs.push(r.seq ?? 0);
+        }
       });
       result.stored += stored.length;
       result.duplicates += duplicates;
       if (duplicates > 0) this.#o.metrics?.dedupHits.inc({ channel: "kf" }, duplicates);
       const newest = page.messages.at(-1);
       if (newest) this.#o.metrics?.kfPullLag.set(Math.max(0, (this.#now() - newest.time) / 1000));
-      if (stored.length > 0) await this.#o.onStored?.(stored);
+      if (stored.length > 0) await this.#o.onStored?.(stored, seqs);
       cursor = next;
       if (!page.hasMore) break;
     }

@@ -39,7 +39,7 @@ export const DELIVERY_OUTCOMES = ["done", "retry", "dead", "unavailable", "refus
 export const ERROR_CLASSES = ["transient", "token", "configuration", "final", OTHER] as const;
 
 /** Values of `wecom_bridge_retention_deleted_total{what}`. */
-export const RETENTION_WHAT = ["messages", "outbox", "ledger", "archive", "state", "media", "partial_files", OTHER] as const;
+export const RETENTION_WHAT = ["messages", "outbox", "ledger", "archive", "state", "audit", "media", "partial_files", OTHER] as const;
 
 /** Values of `wecom_bridge_outbox_depth{state}`. */
 export const OUTBOX_STATES: readonly OutboxState[] = ["pending", "inflight", "done", "dead", "refused"];

@@ -10,6 +10,7 @@
  * - media files and rows: until their links expire (`mediaLinkTtlSec` after delivery);
  * - dead letters: until replayed, or removed with `wecom-bridge purge --dead`;
  * - partial downloads a killed process left in the media folder: an hour;
+ * - the audit log: `retention.auditDays`;
  * - pending and in-flight entries, and their messages and media: until delivered.
  *
  * With several replicas, a run holds the `retention` lease (renewed after every batch): one
@@ -61,6 +62,7 @@ export function pruneCutoffs(config: Pick<Config, "retention" | "mediaLinkTtlSec
     mediaBefore: now - config.mediaLinkTtlSec * 1000,
     outboxBefore: now - defaultDays * DAY_MS,
     stateBefore: now,
+    auditBefore: now - config.retention.auditDays * DAY_MS,
   };
 }
 
@@ -90,6 +92,8 @@ export interface RetentionRun {
   archive: number;
   /** Expired shared state rows and outbound idempotency keys. */
   state: number;
+  /** Audit log rows. */
+  audit: number;
   media: number;
 }
 
@@ -150,7 +154,7 @@ export class Retention {
     const ttlMs = Math.max(60_000, 2 * this.#o.config.retention.intervalSec * 1000);
     const renew = () => leases.acquire(...RETENTION_LEASE, ttlMs);
     // another replica is pruning: this one skips its turn
-    if (!(await renew())) return { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: 0 };
+    if (!(await renew())) return { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, audit: 0, media: 0 };
     try {
       return await this.#prune(renew);
     } finally {
@@ -160,7 +164,7 @@ export class Retention {
 
   /** Batches until nothing is past its cutoff, or the lease is lost (`renew` after each batch). */
   async #prune(renew: () => Promise<boolean>): Promise<RetentionRun> {
-    const total: RetentionRun = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: 0 };
+    const total: RetentionRun = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, audit: 0, media: 0 };
     const now = this.#now();
     const cutoffs = pruneCutoffs(this.#o.config, now);
     // a download writes its partial file at least every delivery timeout: an hour-old one is dead
@@ -173,12 +177,12 @@ export class Retention {
     for (;;) {
       const r = await this.#o.store.pruneBatch(cutoffs, batch);
       await this.#account(r, total);
-      const removed = r.messages + r.outbox + r.ledger + r.archive + r.state + r.media.length;
+      const removed = r.messages + r.outbox + r.ledger + r.archive + r.state + r.audit + r.media.length;
       if (removed === 0 || this.#stopped || !(await renew())) break;
       // let requests through between batches
       await new Promise((resolve) => setImmediate(resolve));
     }
-    if (total.messages + total.outbox + total.ledger + total.archive + total.state + total.media > 0) this.#o.log.info("retention pruned", { ...total });
+    if (total.messages + total.outbox + total.ledger + total.archive + total.state + total.audit + total.media > 0) this.#o.log.info("retention pruned", { ...total });
     return total;
   }
 
@@ -191,6 +195,7 @@ export class Retention {
     total.ledger += r.ledger;
     total.archive += r.archive;
     total.state += r.state;
+    total.audit += r.audit;
     total.media += r.media.length;
     const m = this.#o.metrics?.retentionDeleted;
     if (m) {
@@ -199,6 +204,7 @@ export class Retention {
       if (r.ledger) m.inc({ what: "ledger" }, r.ledger);
       if (r.archive) m.inc({ what: "archive" }, r.archive);
       if (r.state) m.inc({ what: "state" }, r.state);
+      if (r.audit) m.inc({ what: "audit" }, r.audit);
       if (r.media.length) m.inc({ what: "media" }, r.media.length);
     }
   }

@@ -4,5 +4,6 @@
  * @module
  */
 export * from "./omni.js";
+export * from "./playground.js";
 export * from "./sandbox.js";
 export * from "./wecom.js";

@@ -11,7 +11,9 @@ import { parseConfig } from "../config.js";
 import { type RunningGateway, runGateway } from "../gateway/index.js";
 import { createLogger } from "../log.js";
 import type { UnifiedMessage } from "../model.js";
+import type { PlaygroundHooks } from "../gateway/console/types.js";
 import { OmniSimulator } from "./omni.js";
+import { createPlayground } from "./playground.js";
 import { WeComSimulator } from "./wecom.js";
 
 /** Demo credentials of the sandbox (not secrets: they only exist inside it). */
@@ -49,6 +51,12 @@ export interface Sandbox {
   gateway: RunningGateway;
   wecom: WeComSimulator;
   omni: OmniSimulator;
+  /**
+   * The console's Playground over these simulators (the gateway's console serves it at
+   * `/console`): its own customers on the KF account, the app and the webhook bot, and the agent
+   * answering them, each message crossing the bridge.
+   */
+  playground: PlaygroundHooks;
   /**
    * Run the scripted conversation: customers' messages to the 全媒体 on every channel, then agents'
    * answers back to each channel (the bot's streamed), a refusal reported to the agent and a
@@ -119,7 +127,8 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
     delivery: { maxAttempts: 10, baseDelayMs: 100, maxDelayMs: 1000, concurrency: 4, timeoutMs: 3000 },
   });
   const log = createLogger({ format: "silent" });
-  const gateway = await runGateway(config, { log, onStored: (m) => w(`  stored     ${label(m)}\n`) });
+  const playground = createPlayground(wecom, omni, { openKfId: SANDBOX.openKfId, agentId: SANDBOX.agentId, botId: SANDBOX.botId });
+  const gateway = await runGateway(config, { log, onStored: (m) => w(`  stored     ${label(m)}\n`), playground });
   wecom.setCallbackUrl("app", "support", `${gateway.url}/wecom/app/support`);
   wecom.setCallbackUrl("bot", "helper", `${gateway.url}/wecom/bot/helper`);
   omni.setAppUrl(gateway.url);
@@ -130,6 +139,7 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
   }
 
   let shown = 0;
+  let answered = 0;
   const watcher = setInterval(() => {
     for (; shown < omni.received.length; shown++) {
       const r = omni.received[shown];
@@ -146,10 +156,10 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
       w(`  WeCom <=   ${x.api.padEnd(20)} ${to.padEnd(16)} ${shown}${x.delivered ? "" : ` (dropped: ${x.dropped})`}\n`);
     }
   }, 25);
-  let answered = 0;
 
   w(`wecom-bridge sandbox\n`);
   w(`  gateway    ${gateway.url}   (store ${config.store})\n`);
+  w(`  console    ${gateway.url}/console   (admin token: ${SANDBOX.adminToken})\n`);
   w(`  WeCom sim  ${wecom.url}\n  全媒体 sim ${omni.url}\n`);
   w(`  admin API  curl -H 'Authorization: Bearer ${SANDBOX.adminToken}' ${gateway.url}/admin/messages\n\n`);
 
@@ -158,6 +168,7 @@ export async function runSandbox(options: SandboxOptions): Promise<Sandbox> {
     gateway,
     wecom,
     omni,
+    playground,
     async script() {
       let expected = 0;
       const wait = async () => {

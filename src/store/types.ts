@@ -208,6 +208,8 @@ export interface PruneCutoffs {
   outboxBefore: number;
   /** Shared state rows and outbound idempotency keys that expire before this go (the caller passes now). */
   stateBefore: number;
+  /** Audit log rows whose `time` is before this go. */
+  auditBefore: number;
 }
 
 /** What one {@link Store.pruneBatch} or {@link Store.eraseConversation} removed. */
@@ -218,8 +220,27 @@ export interface PruneResult {
   archive: number;
   /** Shared state rows and outbound idempotency keys removed. */
   state: number;
+  /** Audit log rows removed (never by an erasure). */
+  audit: number;
   /** Media rows removed: the caller deletes their files. */
   media: MediaRow[];
+}
+
+/** A state-changing action, as the audit log keeps it. */
+export interface AuditRow {
+  id: number;
+  /** When, ms. */
+  time: number;
+  /** The corp it concerned, when one (null: all). */
+  tenant: string | null;
+  /** Who: `console`, `admin-api` or `cli`. */
+  actor: string;
+  /** From where: the client's address, or `cli@{hostname}`. */
+  from: string;
+  /** What: `replay`, `purge`, `erase`, `login`, `login_failed`, `logout`. */
+  action: string;
+  /** What it touched, one line (ids, counts); never a secret. */
+  detail: string;
 }
 
 /** A KF account in the admin listing: its pull state and its paging key. */
@@ -326,8 +347,12 @@ export interface Store {
   refuseDelivered(id: number, errcode: number, error: string, now: number): Promise<boolean>;
   /** Counts of outbox entries by state. */
   outboxCounts(): Promise<Record<OutboxState, number>>;
-  /** Entries in any of `states`, newest first, paged by `id`; `tenant`: only that corp's. */
-  listOutbox(states: OutboxState[], page: Page & { tenant?: string }): Promise<OutboxEntry[]>;
+  /**
+   * Entries in any of `states`, newest first, paged by `id`; `tenant`: only that corp's;
+   * `conversationId`: only the entries of that conversation (entries without one, such as media
+   * fetches, are not listed then).
+   */
+  listOutbox(states: OutboxState[], page: Page & { tenant?: string; conversationId?: string }): Promise<OutboxEntry[]>;
   /**
    * The earliest time claimable work appears, ms: the next attempt among pending entries that
    * could be claimed (head of their conversation), or (a store shared by replicas) the end of a
@@ -369,6 +394,11 @@ export interface Store {
   eraseConversation(conversationId: string, tenant?: string): Promise<PruneResult>;
   /** Remove dead letters (all, or those last updated before `before` ms); returns how many. */
   purgeDead(before?: number): Promise<number>;
+
+  /** Append to the audit log (the detail is cut to 1,000 characters). */
+  appendAudit(row: Omit<AuditRow, "id">): Promise<void>;
+  /** The audit log, newest first, paged by `id` like the other listings. */
+  listAudit(page: Page): Promise<AuditRow[]>;
 
   /**
    * Queue outbound entries once per idempotency key, after a rule check (see

@@ -44,7 +44,7 @@ export function everyChannel(t: number): Record<Channel, number> {
 
 /** Cutoffs that remove everything older than `t` (every kind). */
 export function cutoffsAt(t: number): PruneCutoffs {
-  return { messagesBefore: everyChannel(t), ledgerBefore: everyChannel(t), archiveBefore: t, mediaBefore: t, outboxBefore: t, stateBefore: t };
+  return { messagesBefore: everyChannel(t), ledgerBefore: everyChannel(t), archiveBefore: t, mediaBefore: t, outboxBefore: t, stateBefore: t, auditBefore: t };
 }
 
 /** Cutoffs that remove nothing (everything is newer than the epoch). */

@@ -9,7 +9,7 @@ import type { SuiteContext } from "./context.js";
 import { cutoffsAt, DAY, everyChannel, imageItem, nothing, skipItem, T0, TENANT, textItem } from "./items.js";
 import { claimOmni, deliverAll, expectConsistent, knownKeys, LEASE, messageKeys, seqOf, withDead } from "./oracle.js";
 
-const NONE = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: [] };
+const NONE = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, audit: 0, media: [] };
 
 const mediaRow = (seq: number | null, id: string, createdAt: number): MediaRow => ({ tenant: TENANT, id, messageSeq: seq, contentType: "image/jpeg", fileName: `${id}.jpg`, size: 3, createdAt });
 
@@ -24,7 +24,7 @@ export function retentionTests(ctx: SuiteContext): void {
       await deliverAll(s, T0 + 10 * DAY);
 
       const r = await s.pruneBatch({ ...nothing(), messagesBefore: everyChannel(T0 + 5 * DAY) }, 100);
-      expect(r).toEqual({ messages: 3, outbox: 3, ledger: 0, archive: 0, state: 0, media: [] });
+      expect(r).toEqual({ messages: 3, outbox: 3, ledger: 0, archive: 0, state: 0, audit: 0, media: [] });
       expect(await messageKeys(s)).toEqual(["new1"]);
       expect(await s.outboxCounts()).toEqual({ pending: 0, inflight: 0, done: 1, dead: 0, refused: 0 });
       expect(await s.listConversations({ limit: 10 })).toMatchObject([{ conversationId: "A", messages: 1 }]);

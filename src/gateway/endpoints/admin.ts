@@ -27,7 +27,7 @@ export interface AdminRequest {
 const json = (status: number, body: unknown): AdminResponse => ({ status, headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" }, body: JSON.stringify(body) });
 
 /** A parameter the caller got wrong: answered 400 with errcode `bad_param`. */
-class BadParam extends Error {}
+export class BadParam extends Error {}
 
 const OUTBOX_STATES: readonly OutboxState[] = ["pending", "inflight", "done", "dead", "refused"];
 /** Largest time or key accepted: beyond it is a caller's mistake, not a page. */
@@ -46,9 +46,13 @@ const PARAMS: Record<string, readonly string[]> = {
 const MAX_TENANT = 64;
 
 /** Reads the query of one listing, refusing anything it does not know or cannot parse. */
-class Params {
+export class Params {
   readonly #q: URLSearchParams;
 
+  /**
+   * @param q the query
+   * @param allowed the parameters this listing takes (anything else is a {@link BadParam})
+   */
   constructor(q: URLSearchParams, allowed: readonly string[]) {
     this.#q = q;
     const seen = new Set<string>();
@@ -67,6 +71,7 @@ class Params {
     return Number(v);
   }
 
+  /** The `channel` filter, one of the model's channels. */
   channel(): Channel | undefined {
     const v = this.#q.get("channel");
     if (v === null) return undefined;
@@ -74,6 +79,7 @@ class Params {
     return v as Channel;
   }
 
+  /** The `state` filter: a comma list of outbox states (default pending, inflight, dead). */
   states(): OutboxState[] {
     const v = this.#q.get("state");
     if (v === null) return ["pending", "inflight", "dead"];
@@ -82,6 +88,7 @@ class Params {
     return [...new Set(list as OutboxState[])];
   }
 
+  /** A text parameter of 1 to `maxLength` characters, or undefined when absent. */
   text(name: string, maxLength: number): string | undefined {
     const v = this.#q.get(name);
     if (v === null) return undefined;
@@ -97,6 +104,7 @@ class Params {
     return { tenant: v };
   }
 
+  /** `limit` (1–500, default 50) and `before` (the previous page's `next`). */
   page(): Page {
     const limit = this.int("limit", 1, 500, "an integer from 1 to 500") ?? 50;
     const before = this.int("before", 1, MAX_KEY, "the positive integer given as next by the previous page");
@@ -148,4 +156,44 @@ export async function adminApi(store: Store, adminToken: string, path: string[],
     if (e instanceof BadParam) return json(400, { errcode: "bad_param", errmsg: e.message });
     throw e;
   }
+}
+
+/** Who changed something, for the audit log. */
+export interface Actor {
+  /** `admin-api` (the bearer token) or `console` (a console session). */
+  actor: string;
+  /** The client's address. */
+  from: string;
+}
+
+/** Most ids one replay names. */
+export const REPLAY_MAX_IDS = 1000;
+
+/**
+ * Answer `POST /admin/outbox/replay`, the admin API's first write: `{"ids": [...]}` puts those
+ * dead letters back to pending, `{"all": true}` every dead letter; the answer is
+ * `{"replayed": N}` (ids that are not dead letters are not counted). The action is written to the
+ * audit log. The caller was authenticated (the bearer token, or a console session and its CSRF
+ * token).
+ */
+export async function adminReplay(store: Store, body: string, who: Actor, now: number): Promise<AdminResponse> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    return json(400, { errcode: "bad_json", errmsg: 'the body must be JSON: {"ids": [1, 2]} or {"all": true}' });
+  }
+  const o = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : undefined;
+  const keys = o === undefined ? [] : Object.keys(o);
+  let ids: number[] | "all";
+  if (o !== undefined && keys.length === 1 && o.all === true) ids = "all";
+  else if (o !== undefined && keys.length === 1 && Array.isArray(o.ids) && o.ids.length > 0 && o.ids.length <= REPLAY_MAX_IDS && o.ids.every((x) => Number.isSafeInteger(x) && (x as number) > 0)) {
+    ids = [...new Set(o.ids as number[])];
+  } else {
+    return json(400, { errcode: "bad_param", errmsg: `the body must be {"ids": [1 to ${REPLAY_MAX_IDS} positive integers]} or {"all": true}` });
+  }
+  const replayed = await store.replayDead(ids, now);
+  const detail = ids === "all" ? `all dead letters: ${replayed} replayed` : `${replayed} of ${ids.length} replayed (ids ${ids.slice(0, 20).join(", ")}${ids.length > 20 ? ", …" : ""})`;
+  await store.appendAudit({ time: now, tenant: null, actor: who.actor, from: who.from, action: "replay", detail });
+  return json(200, { replayed });
 }

@@ -58,8 +58,8 @@ export const OmniReplyErrcode = {
 
 /** What the endpoint needs of a corp beyond the shared endpoint context. */
 export interface OmniEndpointContext extends EndpointContext {
-  /** New outbound entries were queued: wake the outbox worker. */
-  notifyOutbound(): void;
+  /** New outbound entries were queued (these ids of these entries): wake the outbox worker. */
+  notifyOutbound(queued?: { ids: number[]; entries: OutboxInsert[] }): void;
 }
 
 /** A 全媒体 credential that may sign requests to one staffService path, and the corps it routes to. */
@@ -295,6 +295,6 @@ export async function omniMessage(ctx: OmniSharedContext, routing: OmniRouting, 
     return answer(0);
   }
   count("queued");
-  corp.notifyOutbound();
+  corp.notifyOutbound({ ids: result.ids, entries: input.entries });
   return answer(0);
 }

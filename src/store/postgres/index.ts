@@ -18,6 +18,7 @@ import { BridgeError } from "../../errors.js";
 import type { Channel, } from "../../model.js";
 import type {
   ArchivePushRow,
+  AuditRow,
   ConversationSummary,
   IngestItem,
   IngestResult,
@@ -367,9 +368,23 @@ export class PostgresStore implements Store {
     return counts;
   }
 
-  async listOutbox(states: OutboxState[], page: Page & { tenant?: string }): Promise<OutboxEntry[]> {
+  /**
+   * Entries in any of `states`, newest first: each state is read on (state, id) and the pages
+   * merged; a conversation's entries are read on (conversation_id, id), newest first, in one
+   * statement (a statement of its own: a generic plan keeps the index).
+   */
+  async listOutbox(states: OutboxState[], page: Page & { tenant?: string; conversationId?: string }): Promise<OutboxEntry[]> {
     const wanted = [...new Set(states)].filter((s) => (STATES as readonly string[]).includes(s));
     if (wanted.length === 0 || page.limit <= 0) return [];
+    if (page.conversationId !== undefined) {
+      const found = await q(
+        this.pool,
+        `SELECT tenant, id, kind, conversation_id, message_seq, payload, state, attempts, next_attempt_at, last_error, errcode, created_at, updated_at FROM outbox
+         WHERE conversation_id = $1 AND id < $2 AND state = ANY($3::text[]) AND ($5::text IS NULL OR tenant = $5) ORDER BY id DESC LIMIT $4`,
+        [page.conversationId, page.before ?? Number.MAX_SAFE_INTEGER, wanted, page.limit, page.tenant ?? null],
+      );
+      return found.map(outboxFromRow);
+    }
     const rows: Row[] = [];
     for (const state of wanted) {
       rows.push(
@@ -499,7 +514,7 @@ export class PostgresStore implements Store {
 
   async eraseConversation(conversationId: string, tenant?: string): Promise<PruneResult> {
     return this.#tx(async (tx) => {
-      const r: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: [] };
+      const r: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, audit: 0, media: [] };
       const t = tenant ?? null;
       const messages = await q(tx.c, "DELETE FROM messages WHERE conversation_id = $1 AND ($2::text IS NULL OR tenant = $2) RETURNING tenant, seq, channel, key", [conversationId, t]);
       r.messages = messages.length;
@@ -571,6 +586,29 @@ export class PostgresStore implements Store {
       total += n;
       if (n < 1000) return total;
     }
+  }
+
+  // --- audit log ---------------------------------------------------------------------------------
+
+  /** Append to the audit log (tenant null is stored as '', the whole installation's, as in settings). */
+  async appendAudit(row: Omit<AuditRow, "id">): Promise<void> {
+    await q(this.pool, "INSERT INTO audit_log (tenant, time, actor, origin, action, detail) VALUES ($1, $2, $3, $4, $5, left($6::text, 1000))", [
+      row.tenant ?? "",
+      row.time,
+      row.actor,
+      row.from,
+      row.action,
+      row.detail,
+    ]);
+  }
+
+  async listAudit(page: Page): Promise<AuditRow[]> {
+    if (page.limit <= 0) return [];
+    const rows = await q(this.pool, "SELECT tenant, id, time, actor, origin, action, detail FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2", [
+      page.before ?? Number.MAX_SAFE_INTEGER,
+      page.limit,
+    ]);
+    return rows.map(auditFromRow);
   }
 
   // --- outbound accepts and shared state ---------------------------------------------------------
@@ -732,6 +770,19 @@ export class PostgresStore implements Store {
       }),
     );
   }
+}
+
+/** An audit_log row as an {@link AuditRow} (tenant '' is null: the action concerned no one corp). */
+function auditFromRow(r: Row): AuditRow {
+  return {
+    id: r.id as number,
+    time: r.time as number,
+    tenant: r.tenant === "" || r.tenant === null ? null : (r.tenant as string),
+    actor: r.actor as string,
+    from: r.origin as string,
+    action: r.action as string,
+    detail: r.detail as string,
+  };
 }
 
 /** Count an entry leaving `from` (removed when `to` is undefined) and entering `to`. */

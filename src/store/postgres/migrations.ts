@@ -213,4 +213,30 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       CREATE INDEX shared_state_expiry ON shared_state (expires_at) WHERE expires_at IS NOT NULL;
     `,
   },
+  {
+    version: 2,
+    name: "audit log; outbox entries by conversation",
+    sql: `
+      -- state-changing actions (replay, purge, erase, console logins): tenant '' when the action
+      -- concerned no one corp (as in settings); origin is where it came from (a client's
+      -- address, cli@host). The listing pages by id, retention walks it by time.
+      CREATE SEQUENCE audit_log_id_seq;
+      CREATE TABLE audit_log (
+        tenant TEXT NOT NULL DEFAULT '',
+        id     BIGINT NOT NULL DEFAULT nextval('audit_log_id_seq'),
+        time   BIGINT NOT NULL,
+        actor  TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (tenant, id)
+      );
+      CREATE INDEX audit_log_id ON audit_log (id);
+      CREATE INDEX audit_log_time ON audit_log (time);
+
+      -- listOutbox by conversation walks that conversation's entries newest first; (conversation_id,
+      -- id) never changes once written, so claims and finishes do not touch this index
+      CREATE INDEX outbox_conversation ON outbox (conversation_id, id) WHERE conversation_id IS NOT NULL;
+    `,
+  },
 ];

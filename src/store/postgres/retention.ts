@@ -10,7 +10,7 @@ import { mediaFromRow } from "../rows.js";
 
 /** One retention batch, inside a transaction. */
 export async function pruneTx(tx: Tx, c: PruneCutoffs, limit: number): Promise<PruneResult> {
-  const out: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: [] };
+  const out: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, audit: 0, media: [] };
 
   for (const channel of CHANNELS) {
     // messages received before the cutoff whose entries are all over (delivered or refused)
@@ -91,6 +91,15 @@ export async function pruneTx(tx: Tx, c: PruneCutoffs, limit: number): Promise<P
   await q(tx.c, "DELETE FROM outbox_lanes WHERE (tenant, kind, conversation_id) IN (SELECT tenant, kind, conversation_id FROM outbox_lanes WHERE live <= 0 LIMIT $1 FOR UPDATE SKIP LOCKED) AND live <= 0", [
     limit,
   ]);
+
+  // audit log rows, oldest first
+  out.audit += (
+    await q(
+      tx.c,
+      "DELETE FROM audit_log WHERE (tenant, id) IN (SELECT tenant, id FROM audit_log WHERE time < $1 ORDER BY time LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
+      [c.auditBefore, limit],
+    )
+  ).length;
 
   // session-archive pushes, oldest first, up to the first one received after the cutoff
   const pushes = await q(tx.c, "SELECT tenant, id, received_at FROM archive_pushes ORDER BY id LIMIT $1", [limit]);

@@ -9,6 +9,7 @@ import Database from "better-sqlite3";
 import { CHANNELS, type Channel, } from "../../model.js";
 import type {
   ArchivePushRow,
+  AuditRow,
   ConversationSummary,
   IngestItem,
   IngestResult,
@@ -147,6 +148,19 @@ function conditions(pairs: [sql: string, value: unknown][]): { where: string[]; 
 /** The argument of a listing's optional `AND tenant = ?`: none without a tenant. */
 function tenantArg(filter: { tenant?: string }): string[] {
   return filter.tenant === undefined ? [] : [filter.tenant];
+}
+
+/** An audit_log row as an {@link AuditRow} (tenant '' is null: the action concerned no one corp). */
+function auditFromRow(r: Row): AuditRow {
+  return {
+    id: r.id as number,
+    time: r.time as number,
+    tenant: r.tenant === "" || r.tenant === null ? null : (r.tenant as string),
+    actor: r.actor as string,
+    from: r.origin as string,
+    action: r.action as string,
+    detail: r.detail as string,
+  };
 }
 
 /** Options of {@link SqliteStore}. */
@@ -811,10 +825,22 @@ export class SqliteStore implements Store {
     return counts;
   }
 
-  /** Entries in any of `states`, newest first: each state is walked on its own index and the pages merged (a tenant filters the walk). */
-  async listOutbox(states: OutboxState[], page: Page & { tenant?: string }): Promise<OutboxEntry[]> {
+  /**
+   * Entries in any of `states`, newest first: each state is walked on its own index and the pages
+   * merged (a tenant filters the walk); a conversation's entries are walked on theirs, newest
+   * first, its states and tenant filtering the walk.
+   */
+  async listOutbox(states: OutboxState[], page: Page & { tenant?: string; conversationId?: string }): Promise<OutboxEntry[]> {
     const before = page.before ?? Number.MAX_SAFE_INTEGER;
     const tenant = page.tenant === undefined ? "" : " AND tenant = ?";
+    if (page.conversationId !== undefined) {
+      const wanted = [...new Set(states)].filter((st) => STATES.has(st));
+      if (wanted.length === 0 || page.limit <= 0) return [];
+      const rows = this.#stmt(
+        `SELECT * FROM outbox INDEXED BY outbox_conversation WHERE conversation_id = ? AND id < ? AND state IN (SELECT value FROM json_each(?))${tenant} ORDER BY id DESC LIMIT ?`,
+      ).all(page.conversationId, before, JSON.stringify(wanted), ...tenantArg(page), page.limit) as Row[];
+      return rows.map(outboxFromRow);
+    }
     const byState = this.#stmt(`SELECT * FROM outbox INDEXED BY outbox_state_id WHERE state = ? AND id < ?${tenant} ORDER BY id DESC LIMIT ?`);
     const rows: Row[] = [];
     for (const state of new Set(states)) {
@@ -1017,7 +1043,7 @@ export class SqliteStore implements Store {
   }
 
   #pruneTx(c: PruneCutoffs, limit: number): PruneResult {
-    const out: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: [] };
+    const out: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, audit: 0, media: [] };
     this.#foldTx();
     const scanMax = Math.max(1000, limit * 20);
     const chunk = Math.min(scanMax, Math.max(100, limit * 2));
@@ -1096,6 +1122,11 @@ export class SqliteStore implements Store {
       "DELETE FROM outbound_keys WHERE (tenant, key) IN (SELECT tenant, key FROM outbound_keys INDEXED BY outbound_keys_expiry WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
     ).run(c.stateBefore, limit).changes;
 
+    // audit log rows, oldest first
+    out.audit += this.#stmt(
+      "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log INDEXED BY audit_log_time WHERE time < ? ORDER BY time LIMIT ?)",
+    ).run(c.auditBefore, limit).changes;
+
     // session-archive pushes, oldest first, up to the first one received after the cutoff
     const pushes = this.#stmt("SELECT id, received_at FROM archive_pushes ORDER BY id LIMIT ?").all(limit) as Row[];
     const dropPush = this.#stmt("DELETE FROM archive_pushes WHERE id = ?");
@@ -1145,7 +1176,7 @@ export class SqliteStore implements Store {
    */
   async eraseConversation(conversationId: string, tenant?: string): Promise<PruneResult> {
     const out = this.db.transaction((): PruneResult => {
-      const r: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, media: [] };
+      const r: PruneResult = { messages: 0, outbox: 0, ledger: 0, archive: 0, state: 0, audit: 0, media: [] };
       this.#foldTx();
       const args = tenant === undefined ? [] : [tenant];
       // its summaries and seq lists go first (the message trigger then finds nothing to update)
@@ -1184,7 +1215,7 @@ export class SqliteStore implements Store {
         r.archive += this.#stmt("DELETE FROM archive_pushes WHERE tenant = ? AND msgid IN (SELECT value FROM json_each(?))").run(tn, JSON.stringify(keys)).changes;
       }
       const orphans = tenant === undefined ? "" : " AND tenant = ?";
-      r.outbox += this.#stmt(`DELETE FROM outbox INDEXED BY outbox_orphan_conversation WHERE conversation_id = ? AND message_seq IS NULL${orphans}`).run(
+      r.outbox += this.#stmt(`DELETE FROM outbox INDEXED BY outbox_conversation WHERE conversation_id = ? AND message_seq IS NULL${orphans}`).run(
         conversationId,
         ...args,
       ).changes;
@@ -1211,6 +1242,24 @@ export class SqliteStore implements Store {
       if (n < 1000) return total;
       await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  /** Append to the audit log (one autocommitted row: another process may be serving the file). Tenant null is stored as ''. */
+  async appendAudit(row: Omit<AuditRow, "id">): Promise<void> {
+    this.#stmt("INSERT INTO audit_log (tenant, time, actor, origin, action, detail) VALUES (?, ?, ?, ?, ?, substr(?, 1, 1000))").run(
+      row.tenant ?? "",
+      row.time,
+      row.actor,
+      row.from,
+      row.action,
+      row.detail,
+    );
+  }
+
+  async listAudit(page: Page): Promise<AuditRow[]> {
+    if (page.limit <= 0) return [];
+    const rows = this.#stmt("SELECT * FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?").all(page.before ?? Number.MAX_SAFE_INTEGER, page.limit) as Row[];
+    return rows.map(auditFromRow);
   }
 
   async getOutbox(id: number): Promise<OutboxEntry | undefined> {

@@ -320,4 +320,32 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX shared_state_expiry ON shared_state (expires_at) WHERE expires_at IS NOT NULL;
     `,
   },
+  {
+    version: 4,
+    name: "audit log; outbox entries by conversation",
+    sql: `
+      -- state-changing actions (replay, purge, erase, console logins): tenant '' when the action
+      -- concerned no one corp; origin is where it came from (a client's address, cli@host).
+      -- AUTOINCREMENT: ids of pruned rows are never given again (the listing pages by id)
+      CREATE TABLE audit_log (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant TEXT NOT NULL DEFAULT '',
+        time   INTEGER NOT NULL,
+        actor  TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL
+      );
+      -- retention walks it by time (a caller may pass a time out of id order); the key carries the
+      -- tenant, as every table's does
+      CREATE UNIQUE INDEX audit_log_time ON audit_log (time, id, tenant);
+
+      -- listOutbox by conversation walks that conversation's entries newest first. (conversation_id,
+      -- id) never changes once written, so claims and finishes do not touch this index; it also
+      -- finds the entries without a message that an erasure removes, in place of
+      -- outbox_orphan_conversation (one index entry per entry written, not two for those)
+      CREATE INDEX outbox_conversation ON outbox (conversation_id, id) WHERE conversation_id IS NOT NULL;
+      DROP INDEX outbox_orphan_conversation;
+    `,
+  },
 ];

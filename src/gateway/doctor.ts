@@ -369,7 +369,6 @@ function readRaw(path: string): unknown {
  */
 export async function runDoctor(path: string, options: DoctorOptions = {}): Promise<DoctorRow[]> {
   const env = options.env ?? process.env;
-  const now = options.now ?? Date.now;
   const raw = readRaw(path);
   let config: Config;
   try {
@@ -378,6 +377,15 @@ export async function runDoctor(path: string, options: DoctorOptions = {}): Prom
     if (!(e instanceof ConfigError)) throw e;
     return maskSecrets(configProblemRows(e.problems, raw), secretsOf(undefined, raw));
   }
+  return checkConfig(config, options, raw);
+}
+
+/**
+ * Run every check of a loaded configuration (the console's Doctor page runs them on the
+ * gateway's own). `raw` is the file as read, when there is one (its secrets are masked too).
+ */
+export async function checkConfig(config: Config, options: DoctorOptions = {}, raw?: unknown): Promise<DoctorRow[]> {
+  const now = options.now ?? Date.now;
   const rows: DoctorRow[] = [{ check: "config", status: "ok", detail: "the configuration is valid" }];
   rows.push(...keyRows(config));
   const http = new HttpClient({ timeoutMs: options.timeoutMs ?? 5000, agentOptions: { keepAlive: false } });
