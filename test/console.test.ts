@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LIVE_ROWS, LiveFeed } from "../src/gateway/console/live.js";
+import { LIVE_TIMING } from "../src/gateway/endpoints/console.js";
 import { percentileMs } from "../src/gateway/console/history.js";
 import type { Accounts, AuditItem, ConsoleConversation, LiveEvent, OutboxPage, Paged, Transcript } from "../src/gateway/console/types.js";
 import { ADMIN, AGENT, CORP, eventually, KFID, type Stack, startStack } from "./stack.js";
@@ -181,6 +182,34 @@ describe("console: what crosses the bridge", () => {
       ["out", "收到，马上处理"],
     ]);
     expect(t.items[1]).toMatchObject({ from: "小王", state: "done" });
+  });
+
+  it("ends a Live stream when its session logs out, and cuts off a client that does not read", async () => {
+    const feed = stack.gw.gateway.live;
+    const before = feed.listeners;
+    LIVE_TIMING.heartbeatMs = 100;
+    try {
+      const other = await login();
+      const res = await fetch(`${base}/console/api/live`, { headers: { cookie: other.cookie } });
+      await eventually(() => feed.listeners === before + 1, 3000, "the stream listening");
+      expect((await post("/console/api/logout", other, {})).status).toBe(200);
+      // the stream ends (the body reads to its end) and stops listening
+      const text = await res.text();
+      expect(text).toContain("retry: 2000");
+      expect(feed.listeners).toBe(before);
+    } finally {
+      LIVE_TIMING.heartbeatMs = 15_000;
+    }
+    // a client that never reads: once 1 MiB waits for it, its connection is closed
+    const slow = await fetch(`${base}/console/api/live`, { headers: { cookie: s.cookie } });
+    await eventually(() => feed.listeners === before + 1, 3000, "the slow stream listening");
+    const big = "长".repeat(190);
+    for (let i = 0; i < 40_000 && feed.listeners > before; i++) {
+      feed.stored(CORP, { channel: "app", conversationId: `app:${CORP}:1:slow`, content: { type: "text", text: `${i}${big}` } } as never, 1_000_000 + i);
+      if (i % 500 === 0) await new Promise((r) => setImmediate(r));
+    }
+    await eventually(() => feed.listeners === before, 5000, "the slow client cut off");
+    await expect(slow.text()).rejects.toThrow();
   });
 
   it("answers bad parameters with a 400 naming them", async () => {

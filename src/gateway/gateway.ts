@@ -364,6 +364,15 @@ export class Gateway implements CorpHost, ConsoleHost {
 
   /** An outbox attempt ended: the Live page, and the Accounts page's last results. */
   #attempted(entry: OutboxEntry, outcome: "done" | "retry" | "dead" | "wait" | "refused" | "later", error?: string): void {
+    try {
+      this.#recordAttempt(entry, outcome, error);
+    } catch (e) {
+      // what the console shows must never change what the outbox records
+      this.log.error("console: attempt not recorded", { outbox: entry.id, error: (e as Error)?.message });
+    }
+  }
+
+  #recordAttempt(entry: OutboxEntry, outcome: "done" | "retry" | "dead" | "wait" | "refused" | "later", error?: string): void {
     this.live.attempt(entry, outcome, error);
     if (outcome === "wait" || outcome === "later") return;
     const corp = this.#byTenant.get(entry.tenant);

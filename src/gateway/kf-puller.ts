@@ -97,7 +97,7 @@ export interface KfPullerOptions {
   metrics?: Metrics;
   now?: () => number;
   /** Called after a page stored new messages (those to be delivered); the next page waits for it. */
-  onStored?: (messages: KfMessage[], seqs: number[]) => void | Promise<void>;
+  onStored?: (messages: KfMessage[], seqs: (number | undefined)[]) => void | Promise<void>;
   /** What the outbound half adds to a stored message, in the same transaction (a handoff, KF rules). */
   extra?: (m: UnifiedMessage) => ItemExtras;
   /** Page size, 1..1000. Default 1000. */
@@ -378,7 +378,7 @@ export class KfPuller {
       if (renew !== undefined && !(await renew())) throw new LeaseBusy(openKfId);
       const results = await this.#o.store.ingest(items, next !== undefined ? { tenant, openKfId, cursor: next } : undefined, this.#now());
       const stored: KfMessage[] = [];
-      const seqs: number[] = [];
+      const seqs: (number | undefined)[] = [];
       let duplicates = 0;
       results.forEach((r, i) => {
         const m = items[i]?.message;
@@ -386,7 +386,7 @@ export class KfPuller {
         else if (m === undefined) result.skipped++;
         else {
           stored.push(m as KfMessage);
-          seqs.push(r.seq ?? 0);
+          seqs.push(r.seq);
         }
       });
       result.stored += stored.length;

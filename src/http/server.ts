@@ -192,6 +192,10 @@ export async function startHttpServer(gateway: Gateway, options: HttpServerOptio
     }
     const stream = r.body;
     stream.on("error", () => res.destroy());
+    // a body stream closed before its end (destroyed by its producer) closes the connection too
+    stream.on("close", () => {
+      if (!res.writableEnded) res.destroy();
+    });
     res.on("close", () => stream.destroy());
     stream.pipe(res);
   };

@@ -237,7 +237,7 @@ export interface AuditRow {
   actor: string;
   /** From where: the client's address, or `cli@{hostname}`. */
   from: string;
-  /** What: `replay`, `purge`, `erase`, `login`, `login_failed`, `logout`. */
+  /** What: `replay`, `purge`, `erase`, `login`, `logout`. */
   action: string;
   /** What it touched, one line (ids, counts); never a secret. */
   detail: string;

@@ -146,6 +146,11 @@ export class LiveFeed {
     return [...this.#rows.values()];
   }
 
+  /** How many are listening. */
+  get listeners(): number {
+    return this.#listeners.size;
+  }
+
   /** Be told of each row as it changes; returns the function that stops it, or undefined when {@link LIVE_LISTENERS} are listening already. */
   subscribe(listener: (e: LiveEvent) => void): (() => void) | undefined {
     if (this.#listeners.size >= LIVE_LISTENERS) return undefined;

@@ -83,6 +83,12 @@ export class Sessions {
     return { nonce, expiresAt, csrf: this.#mac(`csrf.${nonce}`) };
   }
 
+  /** True while a session checked before has not expired nor been logged out (a long Live stream asks). */
+  async stillValid(session: Session): Promise<boolean> {
+    const now = this.#now();
+    return session.expiresAt > now && (await this.#store.getState("", `console:logout:${session.nonce}`, now)) === undefined;
+  }
+
   /** End a session on every replica. */
   async revoke(session: Session): Promise<void> {
     await this.#store.updateState("", `console:logout:${session.nonce}`, null, this.#now(), () => ({ value: 1, expiresAt: session.expiresAt }));

@@ -150,7 +150,7 @@ export interface ReplayResult {
 export interface AuditItem {
   id: number;
   time: number;
-  /** `replay`, `purge`, `erase`, `login`, `login_failed`, `logout`. */
+  /** `replay`, `purge`, `erase`, `login`, `logout`. */
   action: string;
   /** What it touched, one line (ids, counts). */
   detail: string;

@@ -98,7 +98,8 @@ function outboundLine(e: OutboxEntry): TranscriptLine | undefined {
   const media: TranscriptMedia[] = [];
   const type = body?.MsgType ?? "";
   if (["image", "voice", "video", "file"].includes(type) && typeof body?.Content === "string" && /^https?:\/\//.test(body.Content)) {
-    media.push({ kind: mediaKind(type), url: body.Content, name: type });
+    // another site's file: a link (the console's CSP shows only its own images inline)
+    media.push({ kind: "other", url: body.Content, name: `${type}: ${body.Content.slice(0, 120)}` });
   }
   const line: TranscriptLine = { key: `out:${e.id}`, direction: "out", time: e.createdAt, from: body?.WorkerName || body?.WorkerNum || "gateway", text, media, state: e.state };
   if (e.state === "refused" || e.state === "dead") line.refusal = { errcode: e.errcode, error: e.lastError ?? e.state };

@@ -41,8 +41,11 @@ export interface ConsoleHost {
 
 /** Longest text a Playground message may have. */
 const PLAYGROUND_TEXT_MAX = 2000;
-/** Heartbeat of the Live stream (a comment line), ms: keeps proxies from closing an idle stream. */
-const LIVE_HEARTBEAT_MS = 15_000;
+/**
+ * Heartbeat of the Live stream (a comment line, and a new look at the session), ms: keeps proxies
+ * from closing an idle stream, and ends the stream of a session logged out. Tests shorten it.
+ */
+export const LIVE_TIMING = { heartbeatMs: 15_000 };
 /** A Live client this far behind (bytes buffered) is cut off. */
 const LIVE_MAX_BUFFERED = 1024 * 1024;
 
@@ -58,13 +61,16 @@ function addressOf(req: GatewayRequest): string {
   return req.remoteAddress ?? "unknown";
 }
 
-/** A POST's checks before its session: a JSON body, and an Origin (when sent) of this host. */
-function postRefusal(req: GatewayRequest): GatewayResponse | undefined {
+/**
+ * A POST's checks before its session: a JSON body, and an Origin (when sent) of this host (the
+ * request's `Host`) or of `publicUrl` (a reverse proxy that rewrites `Host`).
+ */
+function postRefusal(req: GatewayRequest, publicUrl: string): GatewayResponse | undefined {
   const type = (header(req, "content-type") ?? "").split(";")[0]?.trim().toLowerCase();
   if (type !== "application/json") return fail(415, "unsupported_media_type", "send the body as application/json");
   const origin = header(req, "origin");
   if (origin !== undefined) {
-    const hosts = [header(req, "host"), header(req, "x-forwarded-host")].filter((h): h is string => h !== undefined);
+    const hosts = [header(req, "host"), hostOf(publicUrl)].filter((h): h is string => h !== undefined);
     let host: string | undefined;
     try {
       host = new URL(origin).host;
@@ -74,6 +80,14 @@ function postRefusal(req: GatewayRequest): GatewayResponse | undefined {
     if (host === undefined || !hosts.includes(host)) return fail(403, "cross_origin", "the request came from another site");
   }
   return undefined;
+}
+
+function hostOf(url: string): string | undefined {
+  try {
+    return new URL(url).host;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The session of the request's cookie, when valid. */
@@ -92,7 +106,7 @@ export async function writeAuth(host: ConsoleHost, req: GatewayRequest): Promise
   if (session === undefined) {
     return { status: 401, headers: { "content-type": "application/json; charset=utf-8", "www-authenticate": 'Bearer realm="wecom-bridge admin"' }, body: JSON.stringify({ errcode: "unauthorized", errmsg: "missing or wrong admin bearer token (or console session)" }) };
   }
-  const refused = postRefusal(req);
+  const refused = postRefusal(req, host.config.publicUrl);
   if (refused !== undefined) return refused;
   if (!host.sessions.csrfMatches(session, header(req, "x-csrf-token"))) return fail(403, "csrf", "missing or wrong X-CSRF-Token: reload the console");
   return { actor: "console", from };
@@ -128,7 +142,7 @@ async function api(host: ConsoleHost, req: GatewayRequest, route: string): Promi
   const want = isGet ? "GET" : "POST";
   if (req.method !== want && !(isGet && req.method === "HEAD")) return fail(405, "method_not_allowed", `use ${want}`, { allow: want });
   if (!isGet) {
-    const refused = postRefusal(req);
+    const refused = postRefusal(req, host.config.publicUrl);
     if (refused !== undefined) return refused;
   }
   if (route === "login") return login(host, req);
@@ -171,7 +185,7 @@ async function route_(host: ConsoleHost, req: GatewayRequest, route: string, ses
       await host.store.appendAudit({ time: host.now(), tenant: null, actor: "console", from: addressOf(req), action: "logout", detail: "console session closed" });
       return answer(200, {}, { "set-cookie": host.sessions.setCookie(undefined) });
     case "live":
-      return live(host);
+      return req.method === "HEAD" ? answer(200, {}) : live(host, session);
     case "conversations": {
       const p = new Params(req.query, ["limit", "before", "tenant", "channel", "q"]);
       const page = p.page();
@@ -214,21 +228,34 @@ async function route_(host: ConsoleHost, req: GatewayRequest, route: string, ses
   }
 }
 
-/** The Live page's stream: the rows kept, then each change as it happens. */
-function live(host: ConsoleHost): GatewayResponse {
+/**
+ * The Live page's stream: the rows kept, then each change as it happens, for as long as the
+ * session lasts (checked again at each heartbeat: a logout ends it; the page then logs in again).
+ */
+function live(host: ConsoleHost, session: Session): GatewayResponse {
   const stream = new PassThrough();
   const send = (text: string) => {
-    if (stream.writableLength > LIVE_MAX_BUFFERED) return void stream.destroy();
+    if (stream.destroyed) return;
+    // a client this far behind is cut off (the edge closes its connection; the page reconnects)
+    if (stream.writableLength > LIVE_MAX_BUFFERED) return void stream.destroy(new Error("slow Live client"));
     stream.write(text);
   };
   const unsubscribe = host.live.subscribe((e) => send(`event: live\ndata: ${JSON.stringify(e)}\n\n`));
   if (unsubscribe === undefined) return fail(503, "too_many_listeners", "too many Live pages are open on this replica", { "retry-after": "10" });
   send("retry: 2000\n\n");
   for (const e of host.live.recent()) send(`event: live\ndata: ${JSON.stringify(e)}\n\n`);
-  const heartbeat = setInterval(() => send(": ping\n\n"), LIVE_HEARTBEAT_MS);
+  const heartbeat = setInterval(() => {
+    host.sessions.stillValid(session).then(
+      (ok) => (ok ? send(": ping\n\n") : stream.end()),
+      () => send(": ping\n\n"), // the store did not answer: keep the stream, look again at the next beat
+    );
+  }, LIVE_TIMING.heartbeatMs);
   heartbeat.unref();
+  const expiry = setTimeout(() => stream.end(), Math.max(0, session.expiresAt - host.now()));
+  expiry.unref();
   stream.on("close", () => {
     clearInterval(heartbeat);
+    clearTimeout(expiry);
     unsubscribe();
   });
   return { status: 200, headers: { ...CONSOLE_HEADERS, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", "x-accel-buffering": "no" }, body: stream };
