@@ -116,7 +116,7 @@ async function allAudit(s: Store, size: number): Promise<AuditRow[]> {
 
 /** An entry finished in `state` for each item (claimed and finished at `at`). */
 async function finishAll(s: Store, at: number, state: "dead" | "done"): Promise<OutboxEntry[]> {
-  const claimed = await s.claimOutbox(["omni", "media"], at, 10_000, LEASE);
+  const claimed = await s.claimOutbox(["omni", "media", "kf_send"], at, 10_000, LEASE);
   for (const e of claimed) await s.finishOutbox(e, state === "dead" ? { state: "dead", error: "omni: 400" } : { state: "done" }, at);
   return claimed;
 }
@@ -189,39 +189,43 @@ describe.each(ENGINES)("audit log: $name", (engine) => {
     expect((await s.listAudit({ limit: 1 }))[0]?.id).toBeGreaterThan(newest);
   });
 
-  it.skipIf(engine.skip)("listOutbox by conversation lists that conversation's entries only, by state and tenant, paged", async () => {
+  it.skipIf(engine.skip)("listOutbox by conversation lists that conversation's entries without a message only, by state and tenant, paged", async () => {
     const { store: s } = await engine.open();
-    // A: 3 dead, then 2 pending; B: 2 dead; an image of A (its media entry has no conversation)
-    await s.ingest([textItem("a1", "A"), textItem("b1", "B"), textItem("a2", "A")], undefined, T0);
-    await s.ingest([textItem("a3", "A"), textItem("b2", "B")], undefined, T0 + 1);
+    // agents' answers (entries without a message): A 3 then 2 more, B 2, A of another corp 1
+    const answer = (conversationId: string, at: number, tenant = TENANT) => s.acceptOutbound({ tenant, keys: [], entries: [{ kind: "kf_send", conversationId, payload: { op: "message" } }], now: at });
+    // customers' messages of A and B: their delivery entries belong to a message and are never listed
+    await s.ingest([textItem("a1", "A"), textItem("b1", "B")], undefined, T0);
+    for (const c of ["A", "B", "A", "B", "A"]) await answer(c, T0);
     // one entry of a lane at a time: finish rounds until every entry is dead
     for (let round = 0; round < 5; round++) await finishAll(s, T0 + 10 + round, "dead");
-    await s.ingest([textItem("a4", "A"), textItem("a5", "A"), imageItem("img", "A")], undefined, T0 + 100);
-    await s.ingest([textItem("o1", "A", { tenant: "ww-other" })], undefined, T0 + 100);
+    await answer("A", T0 + 100);
+    await answer("A", T0 + 100);
+    await s.ingest([textItem("a2", "A"), imageItem("img", "A")], undefined, T0 + 100);
+    await answer("A", T0 + 100, "ww-other");
 
     const every = await s.listOutbox(ALL_STATES, { limit: 1000 });
     const expected = (states: OutboxState[], conversation: string, tenant?: string) =>
-      every.filter((e) => e.conversationId === conversation && states.includes(e.state) && (tenant === undefined || e.tenant === tenant));
+      every.filter((e) => e.conversationId === conversation && e.messageSeq === null && states.includes(e.state) && (tenant === undefined || e.tenant === tenant));
+    // the exclusion means something: A has delivery entries of its messages, dead and pending
+    expect(every.filter((e) => e.conversationId === "A" && e.messageSeq !== null).map((e) => e.state).sort()).toEqual(["dead", "pending", "pending"]);
 
     const deadA = await s.listOutbox(["dead"], { limit: 100, conversationId: "A" });
     expect(deadA).toEqual(expected(["dead"], "A"));
     expect(deadA).toHaveLength(3);
-    expect(deadA.every((e) => e.conversationId === "A" && e.state === "dead")).toBe(true);
+    expect(deadA.every((e) => e.conversationId === "A" && e.state === "dead" && e.messageSeq === null)).toBe(true);
     expect(await s.listOutbox(["dead"], { limit: 100, conversationId: "B" })).toEqual(expected(["dead"], "B"));
     expect(await s.listOutbox(["dead"], { limit: 100, conversationId: "B" })).toHaveLength(2);
 
     const liveA = await s.listOutbox(["pending", "inflight"], { limit: 100, conversationId: "A" });
     expect(liveA).toEqual(expected(["pending", "inflight"], "A"));
-    // a4, a5 and the image's omni entry of ww1436…, o1 of the other corp; the image's media entry has no conversation
-    expect(liveA.map((e) => e.tenant).sort()).toEqual([TENANT, TENANT, TENANT, "ww-other"].sort());
-    expect(liveA.some((e) => e.kind === "media")).toBe(false);
-    expect(every.some((e) => e.kind === "media" && e.conversationId === null)).toBe(true);
+    expect(liveA.map((e) => e.tenant).sort()).toEqual([TENANT, TENANT, "ww-other"].sort());
+    expect(liveA.some((e) => e.kind === "media" || e.kind === "omni")).toBe(false);
     expect(await s.listOutbox(["pending"], { limit: 100, conversationId: "A", tenant: "ww-other" })).toEqual(expected(["pending"], "A", "ww-other"));
     expect(await s.listOutbox(["pending"], { limit: 100, conversationId: "A", tenant: "ww-other" })).toHaveLength(1);
 
     // newest first across states, paged by id
     const bothA = expected(["dead", "pending"], "A");
-    expect(bothA).toHaveLength(7);
+    expect(bothA).toHaveLength(6);
     const paged: OutboxEntry[] = [];
     let before: number | undefined;
     for (;;) {
@@ -245,14 +249,16 @@ describe.each(ENGINES)("audit log: $name", (engine) => {
     await old.close();
     const s = await reopen();
     const a = await s.listOutbox(ALL_STATES, { limit: 100, conversationId: "A" });
-    expect(a.map((e) => e.kind)).toEqual(["app_send", "omni", "omni"]);
-    expect(a).toEqual((await s.listOutbox(ALL_STATES, { limit: 100 })).filter((e) => e.conversationId === "A"));
+    // the agent's answer; the delivery entries of A's two messages are the messages' own
+    expect(a.map((e) => e.kind)).toEqual(["app_send"]);
+    expect(a).toEqual((await s.listOutbox(ALL_STATES, { limit: 100 })).filter((e) => e.conversationId === "A" && e.messageSeq === null));
     await s.appendAudit(row(T0, "login", "first"));
     expect(await s.listAudit({ limit: 10 })).toMatchObject([{ action: "login", detail: "first", tenant: null }]);
     // an erasure still finds the conversation's entries without a message (the outbound answer)
     expect(await s.eraseConversation("A")).toMatchObject({ messages: 2, outbox: 3 });
     expect(await s.listOutbox(ALL_STATES, { limit: 100, conversationId: "A" })).toEqual([]);
-    expect(await s.listOutbox(ALL_STATES, { limit: 100, conversationId: "B" })).toHaveLength(1);
+    // B's message (and its delivery entry) is untouched
+    expect((await s.listOutbox(ALL_STATES, { limit: 100 })).filter((e) => e.conversationId === "B")).toHaveLength(1);
   });
 
   it.skipIf(engine.skip)("replay, purge and erase from the command line each leave one row (actor cli)", async () => {

@@ -4,7 +4,7 @@
  * write and its audit log. (The pages in a real browser: console-browser.test.ts.)
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LIVE_ROWS, LiveFeed } from "../src/gateway/console/live.js";
+import { LIVE_KEEP_MS, LIVE_ROWS, LiveFeed } from "../src/gateway/console/live.js";
 import { LIVE_TIMING } from "../src/gateway/endpoints/console.js";
 import { percentileMs } from "../src/gateway/console/history.js";
 import type { Accounts, AuditItem, ConsoleConversation, LiveEvent, OutboxPage, Paged, Transcript } from "../src/gateway/console/types.js";
@@ -305,13 +305,29 @@ describe("console: what crosses the bridge", () => {
 });
 
 describe("console: bounded pieces", () => {
-  it("keeps at most LIVE_ROWS rows and 32 listeners", () => {
-    const feed = new LiveFeed(() => 0);
-    for (let i = 0; i < LIVE_ROWS + 50; i++) feed.stored("t", { channel: "app", conversationId: "app:t:1:u", content: { type: "text", text: `m${i}` } } as never, i);
+  it("keeps rows only while watched (and LIVE_KEEP_MS after), at most LIVE_ROWS of them, and 32 listeners", () => {
+    let now = 0;
+    const feed = new LiveFeed(() => now);
+    const text = (i: number) => ({ channel: "app", conversationId: "app:t:1:u", content: { type: "text", text: `m${i}` } }) as never;
+    // nobody watches: counted, not kept
+    feed.stored("t", text(-1), 0);
+    expect(feed.recent()).toEqual([]);
+    expect(feed.counts.stored).toBe(1);
+    const stop = feed.subscribe(() => undefined) as () => void;
+    stop();
+    now = LIVE_KEEP_MS - 1;
+    feed.stored("t", text(-2), 1);
+    expect(feed.recent().map((r) => r.summary)).toEqual(["m-2"]);
+    now = LIVE_KEEP_MS;
+    feed.stored("t", text(-3), 2);
+    expect(feed.recent()).toEqual([]);
+    const watching = feed.subscribe(() => undefined);
+    for (let i = 0; i < LIVE_ROWS + 50; i++) feed.stored("t", text(i), 10 + i);
     expect(feed.recent()).toHaveLength(LIVE_ROWS);
     expect(feed.recent()[0]?.summary).toBe("m50");
+    expect(watching).toBeDefined();
     const stops = Array.from({ length: 40 }, () => feed.subscribe(() => undefined));
-    expect(stops.filter((x) => x !== undefined)).toHaveLength(32);
+    expect(stops.filter((x) => x !== undefined)).toHaveLength(31);
   });
 
   it("reads percentiles off histogram buckets", () => {

@@ -349,8 +349,9 @@ export interface Store {
   outboxCounts(): Promise<Record<OutboxState, number>>;
   /**
    * Entries in any of `states`, newest first, paged by `id`; `tenant`: only that corp's;
-   * `conversationId`: only the entries of that conversation (entries without one, such as media
-   * fetches, are not listed then).
+   * `conversationId`: only that conversation's entries that belong to no stored message (agents'
+   * answers, notices to the 全媒体, session operations: what a transcript adds to the messages;
+   * a message's own delivery and media entries are not listed then).
    */
   listOutbox(states: OutboxState[], page: Page & { tenant?: string; conversationId?: string }): Promise<OutboxEntry[]>;
   /**

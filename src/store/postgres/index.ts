@@ -380,7 +380,7 @@ export class PostgresStore implements Store {
       const found = await q(
         this.pool,
         `SELECT tenant, id, kind, conversation_id, message_seq, payload, state, attempts, next_attempt_at, last_error, errcode, created_at, updated_at FROM outbox
-         WHERE conversation_id = $1 AND id < $2 AND state = ANY($3::text[]) AND ($5::text IS NULL OR tenant = $5) ORDER BY id DESC LIMIT $4`,
+         WHERE conversation_id = $1 AND message_seq IS NULL AND id < $2 AND state = ANY($3::text[]) AND ($5::text IS NULL OR tenant = $5) ORDER BY id DESC LIMIT $4`,
         [page.conversationId, page.before ?? Number.MAX_SAFE_INTEGER, wanted, page.limit, page.tenant ?? null],
       );
       return found.map(outboxFromRow);

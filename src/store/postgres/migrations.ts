@@ -234,9 +234,10 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
       CREATE INDEX audit_log_id ON audit_log (id);
       CREATE INDEX audit_log_time ON audit_log (time);
 
-      -- listOutbox by conversation walks that conversation's entries newest first; (conversation_id,
-      -- id) never changes once written, so claims and finishes do not touch this index
-      CREATE INDEX outbox_conversation ON outbox (conversation_id, id) WHERE conversation_id IS NOT NULL;
+      -- listOutbox by conversation walks that conversation's entries without a message (agents'
+      -- answers, notices) newest first; (conversation_id, id) never changes once written, so claims
+      -- and finishes do not touch this index, and a customer's message writes nothing to it
+      CREATE INDEX outbox_conversation ON outbox (conversation_id, id) WHERE message_seq IS NULL;
     `,
   },
 ];

@@ -837,7 +837,7 @@ export class SqliteStore implements Store {
       const wanted = [...new Set(states)].filter((st) => STATES.has(st));
       if (wanted.length === 0 || page.limit <= 0) return [];
       const rows = this.#stmt(
-        `SELECT * FROM outbox INDEXED BY outbox_conversation WHERE conversation_id = ? AND id < ? AND state IN (SELECT value FROM json_each(?))${tenant} ORDER BY id DESC LIMIT ?`,
+        `SELECT * FROM outbox INDEXED BY outbox_conversation WHERE conversation_id = ? AND message_seq IS NULL AND id < ? AND state IN (SELECT value FROM json_each(?))${tenant} ORDER BY id DESC LIMIT ?`,
       ).all(page.conversationId, before, JSON.stringify(wanted), ...tenantArg(page), page.limit) as Row[];
       return rows.map(outboxFromRow);
     }

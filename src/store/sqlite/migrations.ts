@@ -340,11 +340,12 @@ export const MIGRATIONS: readonly Migration[] = [
       -- tenant, as every table's does
       CREATE UNIQUE INDEX audit_log_time ON audit_log (time, id, tenant);
 
-      -- listOutbox by conversation walks that conversation's entries newest first. (conversation_id,
-      -- id) never changes once written, so claims and finishes do not touch this index; it also
-      -- finds the entries without a message that an erasure removes, in place of
-      -- outbox_orphan_conversation (one index entry per entry written, not two for those)
-      CREATE INDEX outbox_conversation ON outbox (conversation_id, id) WHERE conversation_id IS NOT NULL;
+      -- listOutbox by conversation walks that conversation's entries without a message (agents'
+      -- answers, notices) newest first; (conversation_id, id) never changes once written, so claims
+      -- and finishes do not touch this index, and a customer's message (its delivery entry has a
+      -- message) writes nothing to it. It also finds what an erasure removes, in place of
+      -- outbox_orphan_conversation (the same rows)
+      CREATE INDEX outbox_conversation ON outbox (conversation_id, id) WHERE message_seq IS NULL;
       DROP INDEX outbox_orphan_conversation;
     `,
   },
