@@ -304,6 +304,39 @@ describe("console: what crosses the bridge", () => {
   });
 });
 
+describe("console: a Live page opened after the fact", () => {
+  let own: Stack;
+  afterAll(async () => {
+    await own?.stop();
+  });
+
+  it("shows the messages stored while nobody watched, read back from the store, delivered or not", async () => {
+    own = await startStack({
+      config: (raw) => {
+        raw.delivery.maxAttempts = 1;
+      },
+    });
+    const at = own.gw.url;
+    await own.wecom.appUserSendsText(AGENT, "early-user", "没人看的时候发的");
+    await eventually(() => own.omni.received.some((r) => r.body.Content === "没人看的时候发的"), 8000, "the delivery");
+    own.omni.setFailure("http500");
+    await own.wecom.appUserSendsText(AGENT, "early-user", "这条失败了");
+    await eventually(async () => (await own.gw.store.listOutbox(["dead"], { limit: 5 })).length > 0, 8000, "a dead letter");
+    expect(own.gw.gateway.live.recent()).toEqual([]); // nobody watched: nothing kept
+    const res = await fetch(`${at}/console/api/login`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token: ADMIN }) });
+    const cookie = (res.headers.get("set-cookie") ?? "").split(";")[0] as string;
+    const ctl = new AbortController();
+    const stream = await fetch(`${at}/console/api/live`, { headers: { cookie }, signal: ctl.signal });
+    const reader = (stream.body as ReadableStream<Uint8Array>).getReader();
+    let text = "";
+    while (!text.includes("这条失败了")) text += new TextDecoder().decode((await reader.read()).value);
+    ctl.abort();
+    const rows = text.split("\n").filter((l) => l.startsWith("data: ")).map((l) => JSON.parse(l.slice(6)) as LiveEvent);
+    expect(rows.find((r) => r.summary === "没人看的时候发的")).toMatchObject({ direction: "in", channel: "app", state: "delivered" });
+    expect(rows.find((r) => r.summary === "这条失败了")).toMatchObject({ direction: "in", channel: "app", state: "dead" });
+  });
+});
+
 describe("console: bounded pieces", () => {
   it("keeps rows only while watched (and LIVE_KEEP_MS after), at most LIVE_ROWS of them, and 32 listeners", () => {
     let now = 0;

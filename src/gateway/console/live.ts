@@ -127,7 +127,10 @@ export class LiveFeed {
     if (outcome === "done") this.counts.sent++;
     const state = outcome === "done" ? "sent" : outcome === "retry" ? "retrying" : outcome === "refused" ? "refused" : "dead";
     const row = this.#rows.get(`out:${entry.id}`);
-    if (row !== undefined) return this.#update(row, state, entry.createdAt, error);
+    if (row !== undefined) {
+      this.#update(row, state, entry.createdAt, error);
+      return;
+    }
     // queued on another replica (or before a restart): shown from here on
     if (!this.#watched()) return;
     const summary = summarizeJob(entry.payload);
@@ -158,6 +161,16 @@ export class LiveFeed {
     this.#rows.set(row.key, row);
     if (this.#rows.size > LIVE_ROWS) this.#rows.delete(this.#rows.keys().next().value as string);
     for (const l of this.#listeners) l(row);
+  }
+
+  /**
+   * Rows of messages stored while nobody watched (read back from the store when a Live page
+   * opens), oldest first: kept like the others, without telling anyone, and only when the feed
+   * has none (rows it saw itself are better).
+   */
+  seed(rows: LiveEvent[]): void {
+    if (this.#rows.size > 0) return;
+    for (const row of rows.slice(-LIVE_ROWS)) this.#rows.set(row.key, row);
   }
 
   /** The rows kept, oldest first by when they appeared (a Live page that opens shows them). */

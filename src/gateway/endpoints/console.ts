@@ -10,13 +10,13 @@
 import { PassThrough } from "node:stream";
 import type { Config } from "../../config.js";
 import type { Logger } from "../../log.js";
-import type { Store } from "../../store/types.js";
+import type { OutboxEntry, Store } from "../../store/types.js";
 import { bearerMatches } from "../../wecom/crypto.js";
 import type { HealthHistory } from "../console/history.js";
-import type { LiveFeed } from "../console/live.js";
+import { type LiveFeed, summarize } from "../console/live.js";
 import { cookieValue, SESSION_COOKIE, type Session, type Sessions } from "../console/session.js";
 import { CONSOLE_HEADERS, type ConsoleFile } from "../console/static.js";
-import type { Accounts, DoctorCheck, PlaygroundChannel, PlaygroundHooks } from "../console/types.js";
+import type { Accounts, DoctorCheck, LiveEvent, PlaygroundChannel, PlaygroundHooks } from "../console/types.js";
 import { conversations, outboxPage, transcript, type ViewSources } from "../console/views.js";
 import { type Actor, BadParam, Params } from "./admin.js";
 import { type GatewayRequest, type GatewayResponse, header } from "./http.js";
@@ -185,7 +185,9 @@ async function route_(host: ConsoleHost, req: GatewayRequest, route: string, ses
       await host.store.appendAudit({ time: host.now(), tenant: null, actor: "console", from: addressOf(req), action: "logout", detail: "console session closed" });
       return answer(200, {}, { "set-cookie": host.sessions.setCookie(undefined) });
     case "live":
-      return req.method === "HEAD" ? answer(200, {}) : live(host, session);
+      if (req.method === "HEAD") return answer(200, {});
+      if (host.live.recent().length === 0) host.live.seed(await earlier(host));
+      return live(host, session);
     case "conversations": {
       const p = new Params(req.query, ["limit", "before", "tenant", "channel", "q"]);
       const page = p.page();
@@ -259,6 +261,25 @@ function live(host: ConsoleHost, session: Session): GatewayResponse {
     unsubscribe();
   });
   return { status: 200, headers: { ...CONSOLE_HEADERS, "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-store", "x-accel-buffering": "no" }, body: stream };
+}
+
+/** Messages read back from the store for a Live page that opens on a feed nobody watched. */
+const LIVE_BACKLOG = 50;
+
+/**
+ * The newest messages stored while nobody watched, as Live rows: `delivered` unless their
+ * delivery to the 全媒体 is still pending, in flight or dead (latency unknown: it happened unseen).
+ */
+async function earlier(host: ConsoleHost): Promise<LiveEvent[]> {
+  const [messages, open] = await Promise.all([host.store.listMessages({}, { limit: LIVE_BACKLOG }), host.store.listOutbox(["pending", "inflight", "dead"], { limit: 500 })]);
+  const waiting = new Map<string, OutboxEntry>();
+  for (const e of open) if (e.kind === "omni" && e.messageSeq !== null) waiting.set(`${e.tenant}:${e.messageSeq}`, e);
+  return messages.reverse().map((m) => {
+    const e = waiting.get(`${m.tenant}:${m.seq}`);
+    const state: LiveEvent["state"] = e === undefined ? "delivered" : e.state === "dead" ? "dead" : e.attempts > 0 ? "retrying" : "stored";
+    const channel = m.channel === "app" || m.channel === "kf" || m.channel === "bot" ? m.channel : "archive";
+    return { key: `in:${m.tenant}:${m.seq}`, time: m.receivedAt, channel, direction: "in", tenant: m.tenant, conversationId: m.conversationId, state, latencyMs: null, summary: summarize(m.message), error: e?.lastError ?? undefined };
+  });
 }
 
 const CHANNELS: readonly PlaygroundChannel[] = ["kf", "app", "bot"];
