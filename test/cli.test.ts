@@ -252,6 +252,33 @@ describe("long-running commands", () => {
     expect(await exited).toBe(0);
   });
 
+  it("start without a config runs the sandbox, prints the console and its token, and keeps serving it after the script", async () => {
+    const env = { ...process.env };
+    delete env.WECOM_BRIDGE_CONFIG;
+    const { child, readyP, exited } = spawnUntil(["start", "--port", "0"], /agent answers reached WeCom/, env);
+    const out = await readyP;
+    const consoleUrl = /console\s+(http:\S+\/console)\s+\(admin token: (\S+)\)/.exec(out);
+    expect(consoleUrl?.[2]).toBe("sandbox-admin-token");
+    const base = (consoleUrl?.[1] as string).replace(/\/console$/, "");
+    // the script is over; the console still answers, and its Playground takes a customer
+    const login = await fetch(`${base}/console/api/login`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token: "sandbox-admin-token" }) });
+    expect(login.status).toBe(200);
+    const { csrf, sandbox } = (await login.json()) as { csrf: string; sandbox: boolean };
+    expect(sandbox).toBe(true);
+    const cookie = (login.headers.get("set-cookie") ?? "").split(";")[0] as string;
+    const sent = await fetch(`${base}/console/api/playground/customer`, { method: "POST", headers: { cookie, "x-csrf-token": csrf, "content-type": "application/json" }, body: JSON.stringify({ channel: "app", text: "还在吗？" }) });
+    expect(sent.status).toBe(200);
+    expect(child.exitCode).toBeNull();
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  }, 60_000);
+
+  it("sandbox --once exits after the script", async () => {
+    const { readyP, exited } = spawnUntil(["sandbox", "--once", "--port", "0"], /agent answers reached WeCom/);
+    expect(await readyP).toContain("console    http://127.0.0.1:");
+    expect(await exited).toBe(0);
+  }, 60_000);
+
   it("start serves when WECOM_BRIDGE_CONFIG names a config", async () => {
     const dir = mkdtempSync(join(tmpdir(), "wb-start-"));
     const config = join(dir, "config.json");

@@ -168,13 +168,17 @@ async function sandboxCommand(args: string[], io: CliIo): Promise<void> {
   const port = values.port === undefined ? undefined : Number(values.port);
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new UsageError("--port takes a port number");
   const { runSandbox } = await import("../sim/sandbox.js");
+  // a signal at any time stops the sandbox (during the script too)
+  const signalled = untilSignal();
   const sandbox = await runSandbox(port === undefined ? { write: io.stdout } : { write: io.stdout, port });
   try {
-    await sandbox.script();
-    // a person at a terminal can look around; scripts and CI get their prompt back
-    if (!values.once && process.stdout.isTTY && !process.env.CI) {
+    const scripted = sandbox.script();
+    scripted.catch(() => undefined); // after a signal, what the stopped sandbox throws is moot
+    await Promise.race([scripted, signalled]);
+    // it keeps serving the console and its Playground (a server, like `serve`); --once for scripts
+    if (!values.once) {
       io.stdout("\nThe sandbox keeps running: open the console above, log in with the admin token and try the Playground (or the admin API). Ctrl-C stops it.\n");
-      await untilSignal();
+      await signalled;
     }
   } finally {
     await sandbox.stop();
