@@ -257,9 +257,9 @@ describe("long-running commands", () => {
     delete env.WECOM_BRIDGE_CONFIG;
     const { child, readyP, exited } = spawnUntil(["start", "--port", "0"], /agent answers reached WeCom/, env);
     const out = await readyP;
-    const consoleUrl = /console\s+(http:\S+\/console)\s+\(admin token: (\S+)\)/.exec(out);
-    expect(consoleUrl?.[2]).toBe("sandbox-admin-token");
-    const base = (consoleUrl?.[1] as string).replace(/\/console$/, "");
+    const consoleUrl = /console\s+(http:\S+)\/console\s+\(admin token: (\S+)\)/.exec(out) ?? [];
+    expect(consoleUrl[2]).toBe("sandbox-admin-token");
+    const base = consoleUrl[1] as string;
     // the script is over; the console still answers, and its Playground takes a customer
     const login = await fetch(`${base}/console/api/login`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token: "sandbox-admin-token" }) });
     expect(login.status).toBe(200);
