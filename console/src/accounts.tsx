@@ -65,7 +65,7 @@ export function Accounts() {
         error === null && <Empty>Loading…</Empty>
       ) : (
         <div class="cards">
-          <Section title="KF accounts (微信客服)" count={a.kf.length} empty="No KF account: the kf section of the configuration is empty.">
+          <Section title="KF accounts (微信客服)" count={a.kf.length} empty="No KF account seen yet: an account appears with its first kf_msg_or_event callback (the app marked kf: true pulls it).">
             <table class="grid">
               <thead>
                 <tr>
