@@ -3,6 +3,7 @@
  * on each channel, the agent desk sees it, the agent answers and the customer sees the answer;
  * every message crosses the bridge (callbacks, sync_msg, stream refreshes, staffService).
  */
+import { request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { PlaygroundChannel, PlaygroundLine, PlaygroundLog } from "../src/gateway/console/types.js";
 import { runSandbox, type Sandbox } from "../src/sim/sandbox.js";
@@ -32,6 +33,25 @@ describe("playground", () => {
 
   const log = (c: PlaygroundChannel): PlaygroundLog => sandbox.playground.log(c);
   const ids = (lines: PlaygroundLine[]) => lines.map((l) => l.id);
+
+  it("answers its console only under a loopback name (its admin token is public: no DNS rebinding)", async () => {
+    const status = (hostHeader: string) =>
+      new Promise<number>((resolve, reject) => {
+        const u = new URL(`${sandbox.gateway.url}/console/api/session`);
+        const r = request({ host: u.hostname, port: u.port, path: u.pathname, headers: { host: hostHeader } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        r.on("error", reject);
+        r.end();
+      });
+    const port = new URL(sandbox.gateway.url).port;
+    expect(await status(`rebound.example:${port}`)).toBe(403);
+    expect(await status("evil.example")).toBe(403);
+    // not logged in, but let through
+    expect(await status(`127.0.0.1:${port}`)).toBe(401);
+    expect(await status(`localhost:${port}`)).toBe(401);
+  });
 
   it("prints the console's URL and how to log in", () => {
     expect(out).toContain(`  console    ${sandbox.gateway.url}/console   (admin token: sandbox-admin-token)\n`);

@@ -136,7 +136,16 @@ export async function consoleEndpoint(host: ConsoleHost, req: GatewayRequest, re
 const GETS = new Set(["session", "live", "conversations", "transcript", "outbox", "audit", "accounts", "health", "playground", "playground/log"]);
 const POSTS = new Set(["login", "logout", "doctor", "playground/customer", "playground/agent"]);
 
+/** Loopback host names (with or without a port) a sandbox's console answers to. */
+const LOOPBACK_HOST = /^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$/i;
+
 async function api(host: ConsoleHost, req: GatewayRequest, route: string): Promise<GatewayResponse> {
+  // the sandbox's admin token is public: its console answers only under a loopback name or its
+  // publicUrl's, so that a web page cannot reach it through DNS rebinding
+  const hostHeader = header(req, "host") ?? "";
+  if (host.playground !== undefined && !LOOPBACK_HOST.test(hostHeader) && hostHeader !== hostOf(host.config.publicUrl)) {
+    return fail(403, "host_not_allowed", "the sandbox's console answers on localhost only");
+  }
   const isGet = GETS.has(route);
   if (!isGet && !POSTS.has(route)) return fail(404, "not_found", "no such console API");
   const want = isGet ? "GET" : "POST";
