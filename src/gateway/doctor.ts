@@ -420,7 +420,12 @@ export function formatDoctorTable(rows: DoctorRow[]): string {
   return `${lines.join("\n")}\n`;
 }
 
-/** The rows as `--json` prints them: every key present (`errcode` and `fix` null when none). */
+/** The rows with every key present (`errcode` and `fix` null when none): `--json`'s and the console's. */
+export function doctorRecords(rows: DoctorRow[]): { check: string; status: "ok" | "fail"; errcode: number | null; detail: string; fix: string | null }[] {
+  return rows.map((r) => ({ check: r.check, status: r.status, errcode: r.errcode ?? null, detail: r.detail, fix: r.fix ?? null }));
+}
+
+/** The rows as `--json` prints them (see {@link doctorRecords}). */
 export function doctorJson(rows: DoctorRow[]): string {
-  return `${JSON.stringify(rows.map((r) => ({ check: r.check, status: r.status, errcode: r.errcode ?? null, detail: r.detail, fix: r.fix ?? null })), null, 2)}\n`;
+  return `${JSON.stringify(doctorRecords(rows), null, 2)}\n`;
 }

@@ -34,11 +34,11 @@ import { error, type GatewayRequest, type GatewayResponse, header, json } from "
 import { type OmniRouting, omniMessage } from "./endpoints/omni.js";
 import { accounts, omniName } from "./console/accounts.js";
 import { HealthHistory } from "./console/history.js";
-import { LiveFeed } from "./console/live.js";
+import { type AttemptOutcome, LiveFeed } from "./console/live.js";
 import { Sessions } from "./console/session.js";
 import { type ConsoleFile, consoleDir, loadConsoleFiles } from "./console/static.js";
 import type { Accounts, DoctorCheck, PlaygroundHooks } from "./console/types.js";
-import { checkConfig } from "./doctor.js";
+import { checkConfig, doctorRecords } from "./doctor.js";
 import { adminReplay } from "./endpoints/admin.js";
 import { type ConsoleHost, consoleEndpoint, writeAuth } from "./endpoints/console.js";
 import { handoffEntries } from "./handoff.js";
@@ -124,8 +124,8 @@ export class Gateway implements CorpHost, ConsoleHost {
   #consoleFiles: Map<string, ConsoleFile> | undefined;
   /** The last WeCom failure of each app's calls (by configured name: bounded). */
   readonly #appErrors = new Map<string, string>();
-  /** The last delivery to each 全媒体 (by name: bounded by the configuration). */
-  readonly #omniLast = new Map<string, Accounts["omni"][number]["last"]>();
+  /** The last delivery to each corp's 全媒体, by tenant (corps sharing a 全媒体 share the record; time 0: none yet). */
+  readonly #omniLast = new Map<string, { time: number; ok: boolean; error: string | null }>();
 
   /** @param options configuration, store and hooks */
   constructor(options: GatewayOptions) {
@@ -191,6 +191,13 @@ export class Gateway implements CorpHost, ConsoleHost {
       credentials.set(key, credential);
     }
     this.corps = corps;
+    const byOmni = new Map<string, { time: number; ok: boolean; error: string | null }>();
+    for (const c of corps) {
+      const name = omniName(c.corp, cfg.omni.baseUrl, cfg.omni.appId);
+      const last = byOmni.get(name) ?? { time: 0, ok: false, error: null };
+      byOmni.set(name, last);
+      this.#omniLast.set(c.tenant, last);
+    }
     this.#archiveTargets = corps.flatMap((c) => (c.corp.archive !== undefined ? [{ ctx: c, archive: c.corp.archive }] : []));
     for (const c of credentials.values()) {
       const routing = this.#omniRoutes.get(c.path) ?? { credentials: [], corpOf: (a: ConversationAddress) => this.#corpOf(a) };
@@ -363,7 +370,7 @@ export class Gateway implements CorpHost, ConsoleHost {
   }
 
   /** An outbox attempt ended: the Live page, and the Accounts page's last results. */
-  #attempted(entry: OutboxEntry, outcome: "done" | "retry" | "dead" | "wait" | "refused" | "later", error?: string): void {
+  #attempted(entry: OutboxEntry, outcome: AttemptOutcome, error?: string): void {
     try {
       this.#recordAttempt(entry, outcome, error);
     } catch (e) {
@@ -372,13 +379,18 @@ export class Gateway implements CorpHost, ConsoleHost {
     }
   }
 
-  #recordAttempt(entry: OutboxEntry, outcome: "done" | "retry" | "dead" | "wait" | "refused" | "later", error?: string): void {
+  #recordAttempt(entry: OutboxEntry, outcome: AttemptOutcome, error?: string): void {
     this.live.attempt(entry, outcome, error);
     if (outcome === "wait" || outcome === "later") return;
     const corp = this.#byTenant.get(entry.tenant);
     if (corp === undefined) return;
     if (entry.kind === "omni") {
-      this.#omniLast.set(omniName(corp.corp, this.config.omni.baseUrl, this.config.omni.appId), { time: this.#now(), ok: outcome === "done", error: outcome === "done" ? null : (error ?? outcome) });
+      // every delivery passes here: the record of its 全媒体 (one per corp, made at start) changes in place
+      const last = this.#omniLast.get(entry.tenant);
+      if (last === undefined) return;
+      last.time = this.#now();
+      last.ok = outcome === "done";
+      last.error = last.ok ? null : (error ?? outcome);
       return;
     }
     const app = this.#appOfEntry(corp, entry);
@@ -420,7 +432,10 @@ export class Gateway implements CorpHost, ConsoleHost {
         botWsStatus: () => this.botWsStatus(),
         tokenState: (corpId, secret) => this.wecom.tokenState({ corpId, secret }),
         appError: (name) => this.#appErrors.get(name),
-        omniLast: (name) => this.#omniLast.get(name) ?? null,
+        omniLast: (tenant) => {
+          const last = this.#omniLast.get(tenant);
+          return last === undefined || last.time === 0 ? null : { ...last };
+        },
         now: this.#now,
       },
       this.config.omni.appId,
@@ -429,8 +444,7 @@ export class Gateway implements CorpHost, ConsoleHost {
 
   /** The config doctor's checks, on this gateway's configuration (the console's Doctor page). */
   async doctor(): Promise<DoctorCheck[]> {
-    const rows = await checkConfig(this.config, { timeoutMs: 5000, now: this.#now });
-    return rows.map((r) => ({ check: r.check, status: r.status, errcode: r.errcode ?? null, detail: r.detail, fix: r.fix ?? null }));
+    return doctorRecords(await checkConfig(this.config, { timeoutMs: 5000, now: this.#now }));
   }
 
   /** A long-connection bot has something to push: its pusher runs now when this process holds it. */

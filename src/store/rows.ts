@@ -4,7 +4,7 @@
  * @module
  */
 import type { Channel, UnifiedMessage } from "../model.js";
-import type { ArchivePushRow, ConversationSummary, KfCursorListItem, MediaRow, OutboxEntry, OutboxKind, OutboxState, StoredMessage } from "./types.js";
+import type { ArchivePushRow, AuditRow, ConversationSummary, KfCursorListItem, MediaRow, OutboxEntry, OutboxKind, OutboxState, StoredMessage } from "./types.js";
 
 /** A row as an engine returns it. */
 export type Row = Record<string, unknown>;
@@ -66,6 +66,19 @@ export function outboxFromRow(r: Row): OutboxEntry {
     errcode: (r.errcode as number | null | undefined) ?? null,
     createdAt: r.created_at as number,
     updatedAt: r.updated_at as number,
+  };
+}
+
+/** An audit_log row as an {@link AuditRow} (the whole installation's tenant, `''`, is null; `from` is the column `origin`). */
+export function auditFromRow(r: Row): AuditRow {
+  return {
+    id: r.id as number,
+    time: r.time as number,
+    tenant: r.tenant === "" || r.tenant === null ? null : (r.tenant as string),
+    actor: r.actor as string,
+    from: r.origin as string,
+    action: r.action as string,
+    detail: r.detail as string,
   };
 }
 

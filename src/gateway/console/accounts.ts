@@ -27,8 +27,8 @@ export interface AccountsSource {
   tokenState(corpId: string, secret: string): Promise<{ state: "cached" | "expired" | "none"; expiresAt: number | null }>;
   /** The last WeCom failure of an app's calls (its name), when any. */
   appError(name: string): string | undefined;
-  /** The last delivery to a 全媒体 (by its name). */
-  omniLast(name: string): Accounts["omni"][number]["last"];
+  /** The last delivery to a corp's 全媒体 (by the corp's tenant). */
+  omniLast(tenant: string): Accounts["omni"][number]["last"];
   now(): number;
 }
 
@@ -70,7 +70,7 @@ export async function accounts(s: AccountsSource, topAppId: string): Promise<Acc
       apps.push({ tenant: c.tenant, name: a.name, agentId: a.agentId, kf: a.kf, token: token.state, tokenExpiresAt: token.expiresAt, lastError: s.appError(a.name) ?? null });
     }
     const name = omniName(c.corp, s.topOmniBaseUrl, topAppId);
-    if (!omni.has(name)) omni.set(name, { name, baseUrl: c.corp.omni.baseUrl, last: s.omniLast(name) });
+    if (!omni.has(name)) omni.set(name, { name, baseUrl: c.corp.omni.baseUrl, last: s.omniLast(c.tenant) });
   }
   return { kf, bots, apps, omni: [...omni.values()] };
 }

@@ -37,6 +37,11 @@ export interface LiveCounts {
 
 const OUT_CHANNEL: Record<string, ConsoleChannel> = { kf_send: "kf", app_send: "app", bot_reply: "bot" };
 
+/** The console channel of a stored message's channel (`omni` is none of the Live page's: `archive`). */
+export function consoleChannel(channel: Channel): ConsoleChannel {
+  return channel === "app" || channel === "kf" || channel === "bot" ? channel : "archive";
+}
+
 /** The console channel of a conversation id (`kf:…`, `app:…`, `bot:…`, `archive:…`). */
 export function channelOfConversation(conversationId: string): ConsoleChannel {
   const prefix = conversationId.slice(0, conversationId.indexOf(":"));
@@ -84,11 +89,10 @@ export class LiveFeed {
   stored(tenant: string, message: UnifiedMessage, seq: number | undefined): void {
     this.counts.stored++;
     if (seq === undefined || !this.#watched()) return;
-    const channel: Channel = message.channel;
     this.#put({
       key: `in:${tenant}:${seq}`,
       time: this.#now(),
-      channel: channel === "app" || channel === "kf" || channel === "bot" ? channel : "archive",
+      channel: consoleChannel(message.channel),
       direction: "in",
       tenant,
       conversationId: message.conversationId,

@@ -10,7 +10,7 @@ import type { OutboxEntry, OutboxState, Store, StoredMessage } from "../../store
 import { asksForHuman } from "../handoff.js";
 import { mediaId, unavailableOf } from "../media.js";
 import { mediaRefs } from "../omni-map.js";
-import { channelOfConversation, summarize, summarizeJob } from "./live.js";
+import { channelOfConversation, consoleChannel, summarize, summarizeJob } from "./live.js";
 import type { ConsoleConversation, ConsoleOutboxEntry, OutboxPage, Paged, Transcript, TranscriptLine, TranscriptMedia } from "./types.js";
 
 /** Messages a text search reads, newest first (a search is a bounded scan, not an index). */
@@ -49,7 +49,7 @@ export async function conversations(s: ViewSources, query: ConversationQuery): P
   const filter = { ...(query.tenant !== undefined ? { tenant: query.tenant } : {}), ...(query.channel !== undefined ? { channel: query.channel } : {}) };
   if (query.q === undefined) {
     const page = await s.store.listConversations({ limit: query.limit, ...(query.before !== undefined ? { before: query.before } : {}), ...filter });
-    const items = page.map((c) => ({ ...c, channel: c.channel as ConsoleConversation["channel"], customer: customerOf(c.conversationId) }));
+    const items = page.map((c) => ({ ...c, channel: consoleChannel(c.channel), customer: customerOf(c.conversationId) }));
     return { items, next: items.length === query.limit ? (items.at(-1)?.lastSeq ?? null) : null };
   }
   const needle = query.q.toLowerCase();
@@ -65,7 +65,7 @@ export async function conversations(s: ViewSources, query: ConversationQuery): P
       const k = `${m.tenant}\u0000${m.conversationId}`;
       const c = found.get(k);
       if (c !== undefined) c.messages++;
-      else found.set(k, { tenant: m.tenant, conversationId: m.conversationId, channel: m.channel as ConsoleConversation["channel"], messages: 1, lastTime: m.time, lastSeq: m.seq, customer: customerOf(m.conversationId) });
+      else found.set(k, { tenant: m.tenant, conversationId: m.conversationId, channel: consoleChannel(m.channel), messages: 1, lastTime: m.time, lastSeq: m.seq, customer: customerOf(m.conversationId) });
     }
   }
   return { items: [...found.values()].slice(0, query.limit), next: null };
@@ -119,7 +119,7 @@ export async function transcript(s: ViewSources, tenant: string, conversationId:
     if (l !== undefined) lines.push(l);
   }
   lines.sort((a, b) => a.time - b.time || a.key.localeCompare(b.key));
-  return { tenant, conversationId, channel: inbound[0]?.channel === "archive" ? "archive" : channelOfConversation(conversationId), items: lines };
+  return { tenant, conversationId, channel: inbound[0] !== undefined ? consoleChannel(inbound[0].channel) : channelOfConversation(conversationId), items: lines };
 }
 
 /** One line of an outbox entry's payload. */

@@ -13,7 +13,7 @@ import type { Logger } from "../../log.js";
 import type { OutboxEntry, Store } from "../../store/types.js";
 import { bearerMatches } from "../../wecom/crypto.js";
 import type { HealthHistory } from "../console/history.js";
-import { type LiveFeed, summarize } from "../console/live.js";
+import { consoleChannel, type LiveFeed, summarize } from "../console/live.js";
 import { cookieValue, SESSION_COOKIE, type Session, type Sessions } from "../console/session.js";
 import { CONSOLE_HEADERS, type ConsoleFile } from "../console/static.js";
 import type { Accounts, DoctorCheck, LiveEvent, PlaygroundChannel, PlaygroundHooks } from "../console/types.js";
@@ -286,8 +286,7 @@ async function earlier(host: ConsoleHost): Promise<LiveEvent[]> {
   return messages.reverse().map((m) => {
     const e = waiting.get(`${m.tenant}:${m.seq}`);
     const state: LiveEvent["state"] = e === undefined ? "delivered" : e.state === "dead" ? "dead" : e.attempts > 0 ? "retrying" : "stored";
-    const channel = m.channel === "app" || m.channel === "kf" || m.channel === "bot" ? m.channel : "archive";
-    return { key: `in:${m.tenant}:${m.seq}`, time: m.receivedAt, channel, direction: "in", tenant: m.tenant, conversationId: m.conversationId, state, latencyMs: null, summary: summarize(m.message), error: e?.lastError ?? undefined };
+    return { key: `in:${m.tenant}:${m.seq}`, time: m.receivedAt, channel: consoleChannel(m.channel), direction: "in", tenant: m.tenant, conversationId: m.conversationId, state, latencyMs: null, summary: summarize(m.message), error: e?.lastError ?? undefined };
   });
 }
 

@@ -48,7 +48,7 @@ import { PG_MIGRATIONS } from "./migrations.js";
 import { channelOf, WorkNotifier } from "./notify.js";
 import { claimTenant, finishEntry, insertEntries, releaseExpired, repairLanes, reviveDead } from "./outbox.js";
 import { pruneTx } from "./retention.js";
-import { archiveFromRow, conversationFromRow, cursorFromRow, mediaFromRow, messageFromRow, outboxFromRow } from "../rows.js";
+import { archiveFromRow, auditFromRow, conversationFromRow, cursorFromRow, mediaFromRow, messageFromRow, outboxFromRow } from "../rows.js";
 import { lockState, readState, writeState } from "./state.js";
 
 export { parseStoreUrl } from "./connection.js";
@@ -772,18 +772,6 @@ export class PostgresStore implements Store {
   }
 }
 
-/** An audit_log row as an {@link AuditRow} (tenant '' is null: the action concerned no one corp). */
-function auditFromRow(r: Row): AuditRow {
-  return {
-    id: r.id as number,
-    time: r.time as number,
-    tenant: r.tenant === "" || r.tenant === null ? null : (r.tenant as string),
-    actor: r.actor as string,
-    from: r.origin as string,
-    action: r.action as string,
-    detail: r.detail as string,
-  };
-}
 
 /** Count an entry leaving `from` (removed when `to` is undefined) and entering `to`. */
 function countMove(tx: Tx, tenant: string, from: string, to: string | undefined): void {

@@ -33,7 +33,7 @@ import type {
   StoredMessage,
   TokenRow,
 } from "../types.js";
-import { archiveFromRow, conversationFromRow, cursorFromRow, mediaFromRow, messageFromRow, outboxFromRow, type Row } from "../rows.js";
+import { archiveFromRow, auditFromRow, conversationFromRow, cursorFromRow, mediaFromRow, messageFromRow, outboxFromRow, type Row } from "../rows.js";
 import { type Checkpointer, startCheckpointer } from "./checkpointer.js";
 import { MIGRATIONS } from "./migrations.js";
 
@@ -150,18 +150,6 @@ function tenantArg(filter: { tenant?: string }): string[] {
   return filter.tenant === undefined ? [] : [filter.tenant];
 }
 
-/** An audit_log row as an {@link AuditRow} (tenant '' is null: the action concerned no one corp). */
-function auditFromRow(r: Row): AuditRow {
-  return {
-    id: r.id as number,
-    time: r.time as number,
-    tenant: r.tenant === "" || r.tenant === null ? null : (r.tenant as string),
-    actor: r.actor as string,
-    from: r.origin as string,
-    action: r.action as string,
-    detail: r.detail as string,
-  };
-}
 
 /** Options of {@link SqliteStore}. */
 export interface SqliteStoreOptions {
